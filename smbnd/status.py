@@ -110,3 +110,5 @@ NAMES = {v: k for k, v in globals().items() if k.startswith("STATUS_") and not k
 
 def name(status: int) -> str:
     return NAMES.get(status, f"0x{status:08X}")
+STATUS_SMB_NO_PREAUTH_INTEGRITY_HASH_OVERLAP = 0xC05D0000
+STATUS_BAD_IMPERSONATION_LEVEL = 0xC00000A5

@@ -1,0 +1,181 @@
+#!/bin/sh
+# Generic /init of the smbk guest (busybox ash).  It reads a test plan from
+# /plan (shell variables, written by run.py into a per-run initramfs overlay),
+# mounts the SMB share once per option set, runs file checks and prints one
+# machine-readable line per check on the serial console:
+#
+#   RESULT <optset> <check> PASS|FAIL|SKIP|INFO <detail>
+#
+# plus BEGIN/END <optset>, LOG <optset> <text> and a final DONE line, then
+# powers off.  Plan variables:
+#   SERVER_IP PORT GUEST_IP PREFIX USER PASS FILE_MIB RUN_ID NOPTS
+#   OPT_<i>_NAME OPT_<i>_SHARE OPT_<i>_OPTS OPT_<i>_DIALECT OPT_<i>_SIGN OPT_<i>_SEAL
+# (i = 1..NOPTS; OPTS are extra mount options appended after
+#  port=,username=,password=; DIALECT is the expected "0x311"-style dialect or
+#  empty; SIGN/SEAL are 1 if the option set requires signing/encryption.)
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /tmp /mnt
+mount -t tmpfs tmpfs /tmp
+# keep kernel messages off the console so result lines stay clean
+echo 1 > /proc/sys/kernel/printk
+
+say() { echo "$*"; }
+now() { cut -d' ' -f1 /proc/uptime; }   # seconds with centiseconds
+finish() { say "DONE $*"; sync; poweroff -f; sleep 5; echo o > /proc/sysrq-trigger; }
+
+say "SMBK-INIT $(uname -r) $(cat /etc/smbk-guest 2>/dev/null)"
+
+if [ ! -r /plan ]; then
+    say "RESULT - plan FAIL no /plan in initramfs"
+    finish
+fi
+. /plan
+
+# ---- modules --------------------------------------------------------------
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+         failover net_failover virtio_net \
+         nls_utf8 ctr gcm ghash_generic gf128mul ccm cmac sha512_generic ecb aesni_intel \
+         netfs fscache dns_resolver cifs_md4 cifs_arc4 cifs; do
+    modprobe "$m" 2>/dev/null || say "LOG - modprobe $m failed"
+done
+
+# ---- network --------------------------------------------------------------
+ip link set lo up
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+ip link set eth0 up
+ip addr add "$GUEST_IP/$PREFIX" dev eth0
+i=0
+while ! ping -c 1 -W 1 "$SERVER_IP" >/dev/null 2>&1; do
+    i=$((i+1))
+    if [ $i -ge 10 ]; then
+        say "RESULT - network FAIL cannot ping $SERVER_IP from $GUEST_IP"
+        ip addr | sed 's/^/LOG - /'
+        finish
+    fi
+done
+say "RESULT - network PASS $GUEST_IP -> $SERVER_IP"
+
+# ---- reference data -------------------------------------------------------
+dd if=/dev/urandom of=/tmp/src.bin bs=1M count="$FILE_MIB" 2>/dev/null
+SRC_MD5=$(md5sum /tmp/src.bin | cut -d' ' -f1)
+SRC_SIZE=$(stat -c %s /tmp/src.bin)
+
+# ---- per option set -------------------------------------------------------
+res() { say "RESULT $NAME $1 $2 $3"; }
+check() {   # check <name> <detail> <command...>
+    c=$1; d=$2; shift 2
+    if "$@" >/tmp/out 2>&1; then res "$c" PASS "$d"; return 0; fi
+    res "$c" FAIL "$d: $(head -c 200 /tmp/out | tr '\n' ' ')"; return 1
+}
+skip_rest() {
+    for c in dialect signing encryption mkdir write size readback md5 ls rename \
+             small_io append rm rmdir umount; do
+        res "$c" SKIP "$1"
+    done
+}
+elapsed() {  # elapsed <t0> <t1> <bytes> -> "1.23s 3.2MiB/s"
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN{d=b-a; if(d<=0)d=0.01; printf "%.2fs %.1fMiB/s", d, n/1048576/d}'
+}
+
+run_optset() {
+    i=$1
+    eval NAME=\$OPT_${i}_NAME
+    eval SHARE=\$OPT_${i}_SHARE
+    eval OPTS=\$OPT_${i}_OPTS
+    eval EXP_DIALECT=\$OPT_${i}_DIALECT
+    eval EXP_SIGN=\$OPT_${i}_SIGN
+    eval EXP_SEAL=\$OPT_${i}_SEAL
+    say "BEGIN $NAME //$SERVER_IP/$SHARE $OPTS"
+
+    all="port=$PORT,username=$USER,password=$PASS"
+    [ -n "$OPTS" ] && all="$all,$OPTS"
+    dmesg -c >/dev/null 2>&1
+    t0=$(now)
+    if ! mount -t cifs "//$SERVER_IP/$SHARE" /mnt -o "$all" >/tmp/out 2>&1; then
+        res mount FAIL "$(head -c 200 /tmp/out | tr '\n' ' ')"
+        dmesg | tail -n 8 | sed "s/^/LOG $NAME /"
+        skip_rest "mount failed"
+        say "END $NAME"
+        return
+    fi
+    t1=$(now)
+    res mount PASS "$(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.2fs", b-a}')"
+
+    # ---- what the kernel negotiated
+    cat /proc/fs/cifs/DebugData > /tmp/dd 2>&1
+    dia=$(grep -o 'Dialect 0x[0-9a-f]*' /tmp/dd | head -n 1 | cut -d' ' -f2)
+    if [ -z "$EXP_DIALECT" ]; then
+        res dialect INFO "${dia:-unknown}"
+    elif [ "$dia" = "$EXP_DIALECT" ]; then
+        res dialect PASS "$dia"
+    else
+        res dialect FAIL "got ${dia:-none} want $EXP_DIALECT"
+    fi
+    sec=$(grep -o 'Security type: [^ ]*' /tmp/dd | head -n 1 | cut -d' ' -f3)
+    # session line: "Security type: RawNTLMSSP  SessionId: 0x... signed";
+    # tree connects of a sealed session end in "Encrypted"
+    signed=no; grep 'Security type' /tmp/dd | grep -qiwE 'signed' && signed=yes
+    enc=no; grep -qiw 'Encrypted' /tmp/dd && enc=yes
+    if [ "$EXP_SIGN" = 1 ]; then
+        [ $signed = yes ] && res signing PASS "signed sec=$sec" || res signing FAIL "session not signed sec=$sec"
+    else
+        res signing INFO "signed=$signed sec=$sec"
+    fi
+    if [ "$EXP_SEAL" = 1 ]; then
+        [ $enc = yes ] && res encryption PASS "encrypted" || res encryption FAIL "not encrypted"
+    else
+        res encryption INFO "encrypted=$enc"
+    fi
+    grep -iE 'Dialect|Security type|Capabilit|signed|Encrypted' /tmp/dd \
+        | tr -s ' \t' ' ' | sed "s/^/LOG $NAME debugdata: /"
+
+    # ---- file operations
+    D="/mnt/smbk-$RUN_ID-$NAME"
+    rm -rf "$D" 2>/dev/null
+    check mkdir "$D" sh -c "mkdir '$D' && [ -d '$D' ]"
+    t0=$(now)
+    if dd if=/tmp/src.bin of="$D/data.bin" bs=1M 2>/tmp/out && sync; then
+        t1=$(now); res write PASS "$SRC_SIZE bytes $(elapsed $t0 $t1 $SRC_SIZE)"
+    else
+        res write FAIL "$(head -c 200 /tmp/out | tr '\n' ' ')"
+    fi
+    sz=$(stat -c %s "$D/data.bin" 2>/dev/null)
+    [ "$sz" = "$SRC_SIZE" ] && res size PASS "$sz" || res size FAIL "got ${sz:-none} want $SRC_SIZE"
+    # drop the page cache so the read really goes to the server
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    t0=$(now)
+    if cmp /tmp/src.bin "$D/data.bin" >/tmp/out 2>&1; then
+        t1=$(now); res readback PASS "cmp equal $(elapsed $t0 $t1 $SRC_SIZE)"
+    else
+        res readback FAIL "$(head -c 200 /tmp/out | tr '\n' ' ')"
+    fi
+    echo 3 > /proc/sys/vm/drop_caches
+    m=$(md5sum "$D/data.bin" 2>/dev/null | cut -d' ' -f1)
+    [ "$m" = "$SRC_MD5" ] && res md5 PASS "$m" || res md5 FAIL "got ${m:-none} want $SRC_MD5"
+    check ls "data.bin listed" sh -c "ls -la '$D' && ls '$D' | grep -qx data.bin"
+    check rename "data.bin -> renamed.bin" sh -c \
+        "mv '$D/data.bin' '$D/renamed.bin' && [ ! -e '$D/data.bin' ] && [ -f '$D/renamed.bin' ] && ls '$D' | grep -qx renamed.bin"
+    check small_io "write+read 6 bytes" sh -c \
+        "echo hello > '$D/small.txt' && echo 3 > /proc/sys/vm/drop_caches && [ \"\$(cat '$D/small.txt')\" = hello ]"
+    check append "append + read" sh -c \
+        "echo world >> '$D/small.txt' && echo 3 > /proc/sys/vm/drop_caches && [ \"\$(cat '$D/small.txt' | tr '\n' ' ')\" = 'hello world ' ]"
+    check rm "delete files" sh -c \
+        "rm '$D/renamed.bin' '$D/small.txt' && [ ! -e '$D/renamed.bin' ] && [ -z \"\$(ls -A '$D')\" ]"
+    check rmdir "$D" sh -c "rmdir '$D' && [ ! -e '$D' ]"
+    cd /
+    check umount "/mnt" umount /mnt
+    dmesg | grep -iE 'CIFS|SMB' | grep -viE 'experimental|Attempting' | tail -n 5 | sed "s/^/LOG $NAME dmesg: /"
+    say "END $NAME"
+}
+
+i=1
+while [ "$i" -le "$NOPTS" ]; do
+    run_optset "$i"
+    i=$((i+1))
+done
+finish "$NOPTS"

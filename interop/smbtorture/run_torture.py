@@ -1,0 +1,279 @@
+"""Run smbtorture suites against a server and check/record expectations.
+
+Examples (from the repository root)::
+
+    # against an already running server, check an expectations file
+    python -m interop.smbtorture.run_torture --port 4450 --share tmp \\
+        -U smbtest%Passw0rd --user2 smbtest2%Passw0rd2 \\
+        --expectations interop/smbtorture/expectations/smbnd-core.txt
+
+    # start the reference smbd itself and (re)record its baseline
+    python -m interop.smbtorture.run_torture --server samba \\
+        --expectations interop/smbtorture/expectations/samba-4.17-reference.txt --record \\
+        --suite smb2.connect --suite smb2.read ...
+
+    # start smbnd (python -m smbnd serve ...) and check
+    python -m interop.smbtorture.run_torture --server smbnd \\
+        --expectations interop/smbtorture/expectations/smbnd-core.txt
+
+Exit status: 0 ok, 1 regressions (a PASS test failed or went missing),
+2 usage / infrastructure error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from interop.smbtorture import expectations as ex
+from interop.smbtorture.subunit import parse
+
+SMBTORTURE = shutil.which("smbtorture") or "/usr/bin/smbtorture"
+
+CORE_SUITES = [
+    "smb2.connect", "smb2.read", "smb2.rw", "smb2.dir", "smb2.getinfo", "smb2.setinfo",
+    "smb2.create", "smb2.lock", "smb2.notify", "smb2.compound", "smb2.credits", "smb2.ioctl",
+]
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclass
+class SuiteRun:
+    suite: str
+    results: dict[str, tuple[str, str]] = field(default_factory=dict)  # full id -> (result, reason)
+    duration: float = 0.0
+    returncode: int | None = None
+    timed_out: bool = False
+    stdout: str = ""
+    stderr: str = ""
+    argv: list[str] = field(default_factory=list)
+
+    def counts(self) -> Counter:
+        return Counter(r for r, _ in self.results.values())
+
+    def summary(self) -> str:
+        c = self.counts()
+        n = len(self.results)
+        s = (f"{c['success'] + c['uxsuccess']}/{n} pass, {c['failure'] + c['error']} fail, "
+             f"{c['skip']} skip")
+        if self.timed_out:
+            s += ", TIMED OUT"
+        return s + f"; {self.duration:.1f} s"
+
+
+def torture_argv(
+    suite: str, host: str, port: int, share: str, user: str, password: str,
+    user2: str | None = None, password2: str | None = None,
+    options: list[str] | None = None, extra_args: list[str] | None = None,
+) -> list[str]:
+    argv = [SMBTORTURE, f"//{host}/{share}", "-p", str(port), "-U", f"{user}%{password}",
+            "--format=subunit"]
+    if user2:
+        argv += [f"--option=torture:user2name={user2}",
+                 f"--option=torture:user2password={password2 or ''}"]
+    for o in options or []:
+        argv.append(f"--option={o}")
+    argv += list(extra_args or [])
+    argv.append(suite)
+    return argv
+
+
+def run_suite(
+    suite: str, host: str, port: int, share: str, user: str, password: str,
+    user2: str | None = None, password2: str | None = None,
+    options: list[str] | None = None, extra_args: list[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT, log_dir: str | os.PathLike | None = None,
+) -> SuiteRun:
+    """Run one smbtorture suite; ids are returned as ``<suite>.<subunit id>``.
+
+    On timeout smbtorture is killed by PID; the test that was running is
+    reported as ``error`` with reason "timeout", and a test that started but
+    never reported (crash) as ``error``."""
+    argv = torture_argv(suite, host, port, share, user, password, user2, password2,
+                        options, extra_args)
+    run = SuiteRun(suite, argv=argv)
+    with tempfile.TemporaryDirectory(prefix="torture-") as td:
+        out_p, err_p = Path(td) / "out", Path(td) / "err"
+        with open(out_p, "wb") as out, open(err_p, "wb") as err:
+            t0 = time.monotonic()
+            # own session: smbtorture gets no signals meant for us, and we
+            # only ever signal its own PID.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    cwd=td, start_new_session=True)
+            try:
+                run.returncode = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                run.timed_out = True
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        os.kill(proc.pid, signal.SIGKILL)
+                        proc.wait(5)
+                except ProcessLookupError:
+                    pass
+                run.returncode = proc.returncode
+            run.duration = time.monotonic() - t0
+        run.stdout = out_p.read_text(errors="replace")
+        run.stderr = err_p.read_text(errors="replace")
+    if log_dir:
+        ld = Path(log_dir)
+        ld.mkdir(parents=True, exist_ok=True)
+        (ld / f"{suite}.subunit").write_text(run.stdout)
+        (ld / f"{suite}.stderr").write_text(run.stderr)
+    parsed = parse(run.stdout)
+    for tid in parsed.order:
+        if tid in parsed.results:
+            run.results[f"{suite}.{tid}"] = parsed.results[tid]
+    if parsed.unfinished is not None:
+        why = (f"timeout after {timeout:.0f} s" if run.timed_out
+               else f"no result (smbtorture exited with {run.returncode})")
+        run.results[f"{suite}.{parsed.unfinished}"] = ("error", why)
+    if not run.results:
+        # nothing at all: smbtorture could not even start the suite
+        tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
+        run.results[f"{suite}"] = ("error", "suite produced no results: " + " | ".join(tail))
+    return run
+
+
+def run_suites(suites: list[str], **kw) -> dict[str, SuiteRun]:
+    return {s: run_suite(s, **kw) for s in suites}
+
+
+def _split_cred(s: str) -> tuple[str, str]:
+    if "%" in s:
+        u, p = s.split("%", 1)
+    elif ":" in s:
+        u, p = s.split(":", 1)
+    else:
+        u, p = s, ""
+    return u, p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--server", choices=["none", "samba", "smbnd"], default="none",
+                    help="start this server for the run (default: use --host/--port)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=None, help="default 445 / a free port if --server")
+    ap.add_argument("--share", default="tmp")
+    ap.add_argument("-U", "--user", default="smbtest%Passw0rd", metavar="USER%PASS")
+    ap.add_argument("--user2", default="smbtest2%Passw0rd2", metavar="USER%PASS",
+                    help="torture:user2name/user2password ('' to omit)")
+    ap.add_argument("--suite", action="append", default=[],
+                    help="suite to run (repeatable); default: the expectations file's "
+                         "suites, else the 12 core smb2 suites")
+    ap.add_argument("--expectations", "-e", help="expectations file to check (or write with --record)")
+    ap.add_argument("--record", action="store_true", help="write/update the expectations file")
+    ap.add_argument("--label", default=None, help="label for the per-suite notes in --record")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra smbtorture --option (e.g. torture:smbd=false)")
+    ap.add_argument("--torture-arg", action="append", default=[],
+                    help="extra raw smbtorture argument (e.g. -T w2k12)")
+    ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per-suite timeout, s")
+    ap.add_argument("--log-dir", help="keep raw subunit/stderr per suite here")
+    ap.add_argument("--fresh-server", action="store_true",
+                    help="with --server: a new server (and share) for every suite")
+    ap.add_argument("--verbose", "-v", action="store_true")
+    a = ap.parse_args(argv)
+
+    if not Path(SMBTORTURE).exists():
+        print(f"smbtorture not found ({SMBTORTURE})", file=sys.stderr)
+        return 2
+
+    exp = None
+    if a.expectations and Path(a.expectations).exists():
+        exp = ex.Expectations.load(a.expectations)
+    elif a.expectations and not a.record:
+        print(f"no such expectations file: {a.expectations}", file=sys.stderr)
+        return 2
+    suites = a.suite or (exp.all_suites() if exp and exp.entries else CORE_SUITES)
+
+    user, password = _split_cred(a.user)
+    user2, password2 = _split_cred(a.user2) if a.user2 else (None, None)
+
+    from interop.smbtorture.servers import make_server  # noqa: E402 (needs interop.samba_ref)
+
+    server = None
+
+    def start_server():
+        nonlocal server
+        server = make_server(a.server, host=a.host, port=a.port, share=a.share,
+                             user=(user, password), user2=(user2 or "smbtest2", password2 or "Passw0rd2"))
+        server.start()
+        return server
+
+    runs: dict[str, SuiteRun] = {}
+    try:
+        port = a.port or 445
+        if a.server != "none" and not a.fresh_server:
+            port = start_server().port
+            print(f"started {a.server} pid {server.pid} on {a.host}:{port}", flush=True)
+        for suite in suites:
+            if a.server != "none" and a.fresh_server:
+                port = start_server().port
+            elif a.server != "none" and not server.alive():
+                print(f"server died; restarting\n{server.log_tail()}", flush=True)
+                server.stop()
+                port = start_server().port
+            r = run_suite(suite, a.host, port, a.share, user, password, user2, password2,
+                          options=a.option, extra_args=a.torture_arg, timeout=a.timeout,
+                          log_dir=a.log_dir)
+            runs[suite] = r
+            print(f"{suite:20s} {r.summary()}", flush=True)
+            if a.verbose:
+                for tid, (res, why) in r.results.items():
+                    print(f"    {res:9s} {tid}" + (f"  -- {why.splitlines()[0]}" if why and res != "success" else ""))
+            if a.server != "none" and a.fresh_server:
+                server.stop()
+    finally:
+        if server is not None:
+            server.stop()
+
+    total = Counter()
+    for r in runs.values():
+        total.update(r.counts())
+    print(f"{'total':20s} {total['success'] + total['uxsuccess']}/{sum(total.values())} pass, "
+          f"{total['failure'] + total['error']} fail, {total['skip']} skip; "
+          f"{sum(r.duration for r in runs.values()):.1f} s")
+
+    if a.record:
+        if not a.expectations:
+            print("--record needs --expectations FILE", file=sys.stderr)
+            return 2
+        label = a.label or a.server
+        notes = {s: f"{r.summary()} ({label})" for s, r in runs.items()}
+        header = exp.header if exp and exp.header else [
+            "# smbtorture expectations: PASS <id> | FAIL <id> # reason | SKIP <id> # reason",
+            "# Written by: python -m interop.smbtorture.run_torture --record; edit reasons by hand.",
+        ]
+        text = ex.render({s: r.results for s, r in runs.items()}, previous=exp, header=header,
+                         suite_notes=notes)
+        Path(a.expectations).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.expectations).write_text(text)
+        print(f"wrote {a.expectations}")
+        return 0
+
+    if exp is not None:
+        expected: dict[str, ex.Entry] = {}
+        for s in runs:
+            expected.update(exp.for_suite(s))
+        results = {tid: res for r in runs.values() for tid, res in r.results.items()}
+        rep = ex.check(expected, results)
+        print(rep.format())
+        return 1 if rep.failed else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,881 @@
+"""Share VFS: maps SMB2 path names onto a backing host directory (pure, synchronous).
+
+Path rules (``ShareFS.lookup``/``resolve``), in the order they are applied:
+
+* leading ``\\`` or ``/`` on a CREATE name -> STATUS_INVALID_PARAMETER
+  (MS-SMB2 3.3.5.9); ``/`` is accepted as a separator like Samba does.
+* lexical pass left to right (Samba check_path_syntax): control characters
+  0x00-0x1F and ``|`` -> OBJECT_NAME_INVALID; ``..`` removes the previous
+  component, ``..`` above the share root -> STATUS_OBJECT_PATH_SYNTAX_BAD
+  (what Windows and Samba return, smbtorture smb2.mkdir ``..\\..\\..``);
+  an intermediate ``.`` is skipped, a final ``.`` (or the name ``.``) ->
+  OBJECT_NAME_INVALID; empty components (``a\\\\b``) -> OBJECT_NAME_INVALID;
+  a single trailing separator is allowed and reported (``trailing_sep``).
+* wildcards ``* ? < > "`` anywhere -> OBJECT_NAME_INVALID (NTFS; Samba
+  filename_convert_dirfsp). Components longer than 255 UTF-16 units ->
+  OBJECT_NAME_INVALID. Trailing dots/spaces are kept verbatim: the SMB
+  server hands names to NTFS unmodified (no Win32 stripping).
+* ``:`` starts a stream in the last component only: ``name::$DATA`` is the
+  file itself; any named stream or other type -> OBJECT_NAME_INVALID
+  (no named-stream support, cf. smb2.create_no_streams).
+* each component is looked up exactly first, then case-insensitively
+  (Windows simple upcase) in the directory unless ``case_sensitive``;
+  missing intermediate -> OBJECT_PATH_NOT_FOUND, intermediate that is not a
+  directory -> OBJECT_PATH_NOT_FOUND, missing final -> OBJECT_NAME_NOT_FOUND
+  or (for_create) SUCCESS + path to create.
+* symlinks are followed only when their fully resolved target stays inside
+  the share root; a link escaping the root -> STATUS_ACCESS_DENIED; dangling
+  or looping links are treated as absent (and as ACCESS_DENIED when the
+  caller wants to create over one). The returned host path never contains
+  symlinks (as of the lookup; callers may open it with O_NOFOLLOW).
+
+Error convention: methods returning data (``stat``, ``listdir``) raise
+``VfsError`` (``.status`` = NTSTATUS); mutators return an NTSTATUS int.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import stat as S
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+
+from smbnd import status as st
+from smbnd.wire.fscc import (
+    FILE_ATTRIBUTE_ARCHIVE,
+    FILE_ATTRIBUTE_DIRECTORY,
+    FILE_ATTRIBUTE_HIDDEN,
+    FILE_ATTRIBUTE_NORMAL,
+    FILE_ATTRIBUTE_NOT_CONTENT_INDEXED,
+    FILE_ATTRIBUTE_OFFLINE,
+    FILE_ATTRIBUTE_READONLY,
+    FILE_ATTRIBUTE_SYSTEM,
+    FILE_ATTRIBUTE_TEMPORARY,
+)
+
+FILETIME_UNIX_EPOCH = 116444736000000000  # 1970-01-01 in 100ns units since 1601
+
+
+def unix_to_filetime(ns: int) -> int:
+    """Nanoseconds since the Unix epoch -> FILETIME (MS-DTYP 2.3.3)."""
+    return ns // 100 + FILETIME_UNIX_EPOCH
+
+
+def filetime_to_unix_ns(ft: int) -> int:
+    return (ft - FILETIME_UNIX_EPOCH) * 100
+
+
+class VfsError(Exception):
+    def __init__(self, status: int, msg: str = ""):
+        super().__init__(msg or st.name(status))
+        self.status = status
+
+
+_ERRNO_MAP = {
+    errno.ENOENT: st.STATUS_OBJECT_NAME_NOT_FOUND,
+    errno.EACCES: st.STATUS_ACCESS_DENIED,
+    errno.EPERM: st.STATUS_ACCESS_DENIED,
+    errno.EEXIST: st.STATUS_OBJECT_NAME_COLLISION,
+    errno.ENOTEMPTY: st.STATUS_DIRECTORY_NOT_EMPTY,
+    errno.ENOSPC: st.STATUS_DISK_FULL,
+    errno.EDQUOT: st.STATUS_DISK_FULL,
+    errno.EFBIG: st.STATUS_DISK_FULL,
+    errno.EISDIR: st.STATUS_FILE_IS_A_DIRECTORY,
+    errno.ENOTDIR: st.STATUS_OBJECT_PATH_NOT_FOUND,
+    errno.EIO: st.STATUS_UNEXPECTED_IO_ERROR,
+    errno.EROFS: st.STATUS_MEDIA_WRITE_PROTECTED,
+    errno.ENAMETOOLONG: st.STATUS_OBJECT_NAME_INVALID,
+    errno.ELOOP: st.STATUS_OBJECT_PATH_NOT_FOUND,
+    errno.EINVAL: st.STATUS_INVALID_PARAMETER,
+    errno.EXDEV: st.STATUS_NOT_SAME_DEVICE,
+    errno.EBUSY: st.STATUS_SHARING_VIOLATION,
+    errno.ETXTBSY: st.STATUS_SHARING_VIOLATION,
+    errno.EMFILE: st.STATUS_TOO_MANY_OPENED_FILES,
+    errno.ENFILE: st.STATUS_TOO_MANY_OPENED_FILES,
+    errno.ENOMEM: st.STATUS_NO_MEMORY,
+    errno.EBADF: st.STATUS_INVALID_HANDLE,
+    errno.EOPNOTSUPP: st.STATUS_NOT_SUPPORTED,
+    errno.ENOSYS: st.STATUS_NOT_SUPPORTED,
+    errno.EMLINK: st.STATUS_INSUFFICIENT_RESOURCES,
+    errno.ESTALE: st.STATUS_OBJECT_NAME_NOT_FOUND,
+}
+
+
+def map_oserror(e: OSError) -> int:
+    """errno -> NTSTATUS (same choices as Samba's unix_nt_errmap where they exist)."""
+    if isinstance(e, UnicodeError):
+        return st.STATUS_OBJECT_NAME_INVALID
+    return _ERRNO_MAP.get(getattr(e, "errno", None), st.STATUS_UNSUCCESSFUL)
+
+
+@functools.lru_cache(maxsize=8192)
+def _up1(c: str) -> str:
+    u = c.upper()
+    return u if len(u) == 1 else c  # Windows upcase table is 1:1 (no "ß" -> "SS")
+
+
+def upcase(s: str) -> str:
+    """Windows-style simple upcase used for case-insensitive comparison."""
+    if s.isascii():
+        return s.upper()
+    return "".join(map(_up1, s))
+
+
+# ---------------------------------------------------------------------------
+# Wildcards: MS-FSA 2.1.4.4 (FsRtlIsNameInExpression)
+# ---------------------------------------------------------------------------
+DOS_STAR, DOS_QM, DOS_DOT = "<", ">", '"'
+WILDCARD_CHARS = frozenset('*?<>"')
+
+
+def has_wildcards(s: str) -> bool:
+    """MS-FSA 2.1.4.3: expression contains * ? < > or "."""
+    return any(c in WILDCARD_CHARS for c in s)
+
+
+def wildcard_match(pattern: str, name: str, ignore_case: bool = True) -> bool:
+    """MS-FSA 2.1.4.4 semantics, simulated as an NFA over expression offsets.
+
+    ``*`` any run; ``?`` exactly one char; ``>`` (DOS_QM) one char, or nothing
+    at a '.' / end of name; ``"`` (DOS_DOT) a '.' or nothing at end of name;
+    ``<`` (DOS_STAR) any run that does not consume the name's final '.'.
+    """
+    if not name:
+        return not pattern
+    if not pattern:
+        return False
+    if pattern in ("*", "*.*"):  # MS-FSA 2.1.4.4 Part 1
+        return True
+    if ignore_case:
+        pattern, name = upcase(pattern), upcase(name)
+    if pattern[0] == "*" and not has_wildcards(pattern[1:]):
+        return name.endswith(pattern[1:])
+    if not has_wildcards(pattern):
+        return pattern == name
+    plen, nlen = len(pattern), len(name)
+    last_dot = name.rfind(".")
+
+    def closure(states: set[int], n: int) -> set[int]:
+        todo = list(states)
+        at_end = n == nlen
+        while todo:
+            e = todo.pop()
+            if e >= plen:
+                continue
+            c = pattern[e]
+            if c in "*<" or (c == DOS_QM and (at_end or name[n] == ".")) or (c == DOS_DOT and at_end):
+                if e + 1 not in states:
+                    states.add(e + 1)
+                    todo.append(e + 1)
+        return states
+
+    states = closure({0}, 0)
+    for n, ch in enumerate(name):
+        nxt: set[int] = set()
+        for e in states:
+            if e >= plen:
+                continue
+            c = pattern[e]
+            if c == "*":
+                nxt.add(e)
+            elif c == DOS_STAR:
+                if not (ch == "." and n == last_dot):
+                    nxt.add(e)
+            elif c == "?":
+                nxt.add(e + 1)
+            elif c == DOS_QM:
+                if ch != ".":
+                    nxt.add(e + 1)
+            elif c == DOS_DOT:
+                if ch == ".":
+                    nxt.add(e + 1)
+            elif c == ch:
+                nxt.add(e + 1)
+        if not nxt:
+            return False
+        states = closure(nxt, n + 1)
+    return plen in states
+
+
+# ---------------------------------------------------------------------------
+# Path parsing (lexical)
+# ---------------------------------------------------------------------------
+_BAD_CHARS = frozenset({chr(i) for i in range(32)} | {"|"})
+MAX_COMPONENT_UNITS = 255
+
+
+@dataclass(frozen=True)
+class ParsedPath:
+    components: tuple[str, ...]
+    trailing_sep: bool = False
+    stream: str = ""  # "" or "::$DATA"
+
+
+def _utf16_units(s: str) -> int:
+    return len(s.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def parse_smb_path(path: str, *, allow_leading_sep: bool = False) -> tuple[int, ParsedPath | None]:
+    """Lexical validation/normalisation of an SMB2 path name (see module doc)."""
+    if path[:1] in ("\\", "/"):
+        if not allow_leading_sep:
+            return st.STATUS_INVALID_PARAMETER, None  # MS-SMB2 3.3.5.9
+        path = path.lstrip("\\/")
+    trailing = False
+    if path[-1:] in ("\\", "/"):
+        trailing = True
+        path = path[:-1]
+    raw = path.replace("/", "\\").split("\\") if path else []
+    out: list[str] = []
+    stream = ""
+    last_i = len(raw) - 1
+    for i, comp in enumerate(raw):
+        if comp == "":
+            return st.STATUS_OBJECT_NAME_INVALID, None
+        if any(c in _BAD_CHARS for c in comp):
+            return st.STATUS_OBJECT_NAME_INVALID, None
+        if ":" in comp:
+            if i != last_i or trailing:
+                return st.STATUS_OBJECT_NAME_INVALID, None
+            comp, _, rest = comp.partition(":")
+            if not comp:
+                return st.STATUS_OBJECT_NAME_INVALID, None
+            parts = rest.split(":")
+            if len(parts) > 2:
+                return st.STATUS_OBJECT_NAME_INVALID, None
+            sname = parts[0]
+            stype = parts[1] if len(parts) == 2 else None
+            if sname == "" and stype is not None and upcase(stype) == "$DATA":
+                stream = "::$DATA"
+            else:  # "name:", "name::", named streams, other types
+                return st.STATUS_OBJECT_NAME_INVALID, None
+        if comp == "..":
+            if not out:
+                return st.STATUS_OBJECT_PATH_SYNTAX_BAD, None
+            out.pop()
+            continue
+        if comp == ".":
+            if i == last_i:
+                return st.STATUS_OBJECT_NAME_INVALID, None
+            continue
+        out.append(comp)
+    # Wildcards / over-long names are judged after ".." folding (Samba:
+    # check_path_syntax, then ms_has_wild in filename_convert_dirfsp).
+    for comp in out:
+        if has_wildcards(comp) or _utf16_units(comp) > MAX_COMPONENT_UNITS:
+            return st.STATUS_OBJECT_NAME_INVALID, None
+    return st.STATUS_SUCCESS, ParsedPath(tuple(out), trailing, stream)
+
+
+# ---------------------------------------------------------------------------
+# Data types
+# ---------------------------------------------------------------------------
+@dataclass
+class FileInfo:
+    creation_time: int
+    last_access_time: int
+    last_write_time: int
+    change_time: int
+    allocation_size: int
+    end_of_file: int
+    attributes: int
+    file_id: int
+    nlink: int
+    is_directory: bool
+    name: str
+    ea_size: int = 0
+
+
+@dataclass
+class Lookup:
+    status: int
+    host_path: str | None = None
+    exists: bool = False
+    is_directory: bool = False
+    name: str = ""          # final component (on-disk case when it exists)
+    smb_path: str = ""      # share-relative, backslash separated, on-disk case
+    trailing_sep: bool = False
+    stream: str = ""
+
+
+# DOS attribute bits we persist (MS-FSA 2.1.5.15.2 settable attributes).
+PERSIST_MASK = (FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM
+                | FILE_ATTRIBUTE_ARCHIVE | FILE_ATTRIBUTE_TEMPORARY | FILE_ATTRIBUTE_OFFLINE
+                | FILE_ATTRIBUTE_NOT_CONTENT_INDEXED)
+
+XATTR_NAME = "user.smbnd.dosinfo"
+# magic, flags, attributes, creation FILETIME, change FILETIME, ref mtime ns, ref size
+_REC = struct.Struct("<4sIIqqqq")
+_REC_MAGIC = b"SND1"
+_F_ATTRS, _F_CREATE, _F_CHANGE = 1, 2, 4
+
+
+@dataclass
+class _Record:
+    flags: int = 0
+    attrs: int = 0
+    creation: int = 0
+    change: int = 0
+    ref_mtime: int = 0
+    ref_size: int = 0
+
+    def pack(self) -> bytes:
+        return _REC.pack(_REC_MAGIC, self.flags, self.attrs, self.creation, self.change,
+                         self.ref_mtime, self.ref_size)
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "_Record | None":
+        if len(b) != _REC.size:
+            return None
+        magic, *rest = _REC.unpack(b)
+        return cls(*rest) if magic == _REC_MAGIC else None
+
+
+# statx(2) for birth time (Python 3.11 os.stat has no st_birthtime on Linux).
+_STATX_BTIME = 0x800
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _statx = _libc.statx
+    _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    _statx.restype = ctypes.c_int
+    _fallocate = _libc.fallocate
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _fallocate.restype = ctypes.c_int
+except (OSError, AttributeError):  # pragma: no cover - non-glibc
+    _statx = None
+    _fallocate = None
+
+
+def _birth_ns(path: str) -> int | None:
+    if _statx is None:
+        return None
+    buf = ctypes.create_string_buffer(256)
+    if _statx(-100, os.fsencode(path), 0, _STATX_BTIME, buf) != 0:
+        return None
+    (mask,) = struct.unpack_from("<I", buf, 0)
+    if not mask & _STATX_BTIME:
+        return None
+    sec, nsec = struct.unpack_from("<qI", buf, 80)  # struct statx.stx_btime
+    return sec * 1_000_000_000 + nsec
+
+
+def _windows_name_ok(name: str) -> bool:
+    """Host names a Windows client can see/open (no mangling is done)."""
+    if any(c in _BAD_CHARS or c in WILDCARD_CHARS or c in "\\:/" for c in name):
+        return False
+    try:
+        name.encode("utf-16-le")  # rejects surrogate-escaped (undecodable) bytes
+    except UnicodeEncodeError:
+        return False
+    return _utf16_units(name) <= MAX_COMPONENT_UNITS
+
+
+_RACY_NS = 100_000_000  # directory mtimes this recent are not trusted for negative lookups
+_DIR_CACHE_MAX = 1024
+
+
+@dataclass
+class _DirIndex:
+    key: tuple[int, int, int]
+    stable: bool
+    index: dict[str, str]
+
+
+class ShareFS:
+    """One share root on the host file system."""
+
+    def __init__(self, root: str, *, case_sensitive: bool = False, read_only: bool = False):
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise VfsError(st.STATUS_BAD_NETWORK_NAME, f"share root {root!r} is not a directory")
+        self.case_sensitive = case_sensitive
+        self.read_only = read_only
+        self.volume_serial = zlib.crc32(os.fsencode(self.root)) & 0xFFFFFFFF
+        self._lock = threading.Lock()
+        self._dircache: dict[str, _DirIndex] = {}
+        self._mem: dict[tuple[int, int], _Record] = {}
+        self._xattr_ok = True
+
+    map_oserror = staticmethod(map_oserror)
+
+    # ------------------------------------------------------------------ paths
+    def _inside(self, real: str) -> bool:
+        r = self.root
+        return real == r or real.startswith(r if r.endswith(os.sep) else r + os.sep)
+
+    def to_smb_path(self, host_path: str) -> str:
+        """Host path under the root -> share-relative backslash path ("" = root)."""
+        rel = os.path.relpath(host_path, self.root)
+        return "" if rel == "." else rel.replace(os.sep, "\\")
+
+    def invalidate(self, dir_host_path: str) -> None:
+        """Forget cached case-folding data for one directory."""
+        with self._lock:
+            self._dircache.pop(dir_host_path, None)
+
+    def _dir_index(self, d: str, force: bool = False) -> _DirIndex:
+        dst = os.stat(d)
+        key = (dst.st_ino, dst.st_mtime_ns, dst.st_ctime_ns)
+        with self._lock:
+            ent = self._dircache.get(d)
+        if ent is not None and not force and ent.key == key:
+            return ent
+        now = time.time_ns()
+        with os.scandir(d) as it:
+            names = sorted(e.name for e in it)
+        index: dict[str, str] = {}
+        for n in names:
+            index.setdefault(upcase(n), n)
+        stable = max(dst.st_mtime_ns, dst.st_ctime_ns) < now - _RACY_NS
+        ent = _DirIndex(key, stable, index)
+        with self._lock:
+            self._dircache.pop(d, None)
+            if len(self._dircache) >= _DIR_CACHE_MAX:
+                self._dircache.pop(next(iter(self._dircache)))
+            self._dircache[d] = ent
+        return ent
+
+    def _child(self, d: str, comp: str) -> str | None:
+        """On-disk name of ``comp`` in directory ``d`` or None (exact first, then upcase)."""
+        try:
+            os.lstat(os.path.join(d, comp))
+            return comp
+        except FileNotFoundError:
+            pass
+        if self.case_sensitive:
+            return None
+        key = upcase(comp)
+        ent = self._dir_index(d)
+        hit = ent.index.get(key)
+        if hit is None and ent.stable:
+            return None
+        if hit is not None and os.path.lexists(os.path.join(d, hit)):
+            return hit
+        ent = self._dir_index(d, force=True)  # stale or racy entry: rescan once
+        hit = ent.index.get(key)
+        return hit if hit is not None and os.path.lexists(os.path.join(d, hit)) else None
+
+    def lookup(self, smb_path: str, *, for_create: bool = False,
+               allow_leading_sep: bool = False) -> Lookup:
+        status, parsed = parse_smb_path(smb_path, allow_leading_sep=allow_leading_sep)
+        if parsed is None:
+            return Lookup(status)
+        try:
+            return self._walk(parsed, for_create)
+        except (UnicodeError, ValueError):
+            return Lookup(st.STATUS_OBJECT_NAME_INVALID)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return Lookup(st.STATUS_OBJECT_PATH_NOT_FOUND)
+            return Lookup(map_oserror(e))
+
+    def _walk(self, p: ParsedPath, for_create: bool) -> Lookup:
+        cur = self.root
+        shown: list[str] = []
+        comps = p.components
+        if not comps:
+            return Lookup(st.STATUS_SUCCESS, cur, True, True, "", "", p.trailing_sep, p.stream)
+        last = len(comps) - 1
+        for i, comp in enumerate(comps):
+            actual = self._child(cur, comp)
+            if actual is None:
+                if i != last:
+                    return Lookup(st.STATUS_OBJECT_PATH_NOT_FOUND)
+                if not for_create:
+                    return Lookup(st.STATUS_OBJECT_NAME_NOT_FOUND)
+                shown.append(comp)
+                return Lookup(st.STATUS_SUCCESS, os.path.join(cur, comp), False, False, comp,
+                              "\\".join(shown), p.trailing_sep, p.stream)
+            path = os.path.join(cur, actual)
+            lst = os.lstat(path)
+            if S.S_ISLNK(lst.st_mode):
+                real = os.path.realpath(path)
+                if not self._inside(real):
+                    return Lookup(st.STATUS_ACCESS_DENIED)
+                try:
+                    lst = os.stat(real)
+                except OSError:  # dangling or looping link
+                    if i != last:
+                        return Lookup(st.STATUS_OBJECT_PATH_NOT_FOUND)
+                    return Lookup(st.STATUS_ACCESS_DENIED if for_create
+                                  else st.STATUS_OBJECT_NAME_NOT_FOUND)
+                path = real
+            shown.append(actual)
+            is_dir = S.S_ISDIR(lst.st_mode)
+            if i != last:
+                if not is_dir:
+                    return Lookup(st.STATUS_OBJECT_PATH_NOT_FOUND)
+                cur = path
+                continue
+            if p.trailing_sep and not is_dir:
+                return Lookup(st.STATUS_OBJECT_NAME_INVALID)
+            return Lookup(st.STATUS_SUCCESS, path, True, is_dir, actual, "\\".join(shown),
+                          p.trailing_sep, p.stream)
+        raise AssertionError("unreachable")
+
+    def resolve(self, smb_path: str, *, for_create: bool,
+                allow_leading_sep: bool = False) -> tuple[int, str | None]:
+        """(NTSTATUS, absolute host path). See module docstring for the rules."""
+        r = self.lookup(smb_path, for_create=for_create, allow_leading_sep=allow_leading_sep)
+        return r.status, r.host_path
+
+    # --------------------------------------------------------------- metadata
+    def _get_record(self, path: str, sres: os.stat_result) -> _Record | None:
+        rec = self._mem.get((sres.st_dev, sres.st_ino))
+        if rec is not None or not self._xattr_ok:
+            return rec
+        try:
+            return _Record.unpack(os.getxattr(path, XATTR_NAME))
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                self._xattr_ok = False
+            return None
+
+    def _put_record(self, path: str, sres: os.stat_result, rec: _Record) -> None:
+        key = (sres.st_dev, sres.st_ino)
+        if self._xattr_ok:
+            try:
+                os.setxattr(path, XATTR_NAME, rec.pack())
+                self._mem.pop(key, None)
+                return
+            except OSError as e:
+                if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                    self._xattr_ok = False
+                elif e.errno not in (errno.EPERM, errno.EACCES, errno.EROFS, errno.ENOSPC,
+                                     errno.E2BIG):
+                    raise
+        self._mem[key] = rec  # fall back to process memory
+
+    def _creation_ft(self, path: str, sres: os.stat_result, rec: _Record | None) -> int:
+        if rec is not None and rec.flags & _F_CREATE:
+            return rec.creation
+        b = _birth_ns(path)
+        if b is None:
+            b = min(sres.st_mtime_ns, sres.st_ctime_ns)  # Samba's fallback without btime
+        return unix_to_filetime(b)
+
+    def _info(self, path: str, sres: os.stat_result, name: str) -> FileInfo:
+        rec = self._get_record(path, sres)
+        is_dir = S.S_ISDIR(sres.st_mode)
+        change = unix_to_filetime(sres.st_ctime_ns)
+        if (rec is not None and rec.flags & _F_CHANGE
+                and (rec.ref_mtime, rec.ref_size) == (sres.st_mtime_ns, sres.st_size)):
+            change = rec.change
+        if is_dir:
+            attrs = FILE_ATTRIBUTE_DIRECTORY
+            if rec is not None and rec.flags & _F_ATTRS:
+                attrs |= rec.attrs & PERSIST_MASK & ~FILE_ATTRIBUTE_TEMPORARY
+            eof = alloc = 0
+        else:
+            if rec is not None and rec.flags & _F_ATTRS:
+                attrs = rec.attrs & PERSIST_MASK or FILE_ATTRIBUTE_NORMAL
+            else:
+                attrs = FILE_ATTRIBUTE_ARCHIVE
+            eof = sres.st_size
+            alloc = max(sres.st_blocks * 512, (eof + 4095) & ~4095)
+        return FileInfo(
+            creation_time=self._creation_ft(path, sres, rec),
+            last_access_time=unix_to_filetime(sres.st_atime_ns),
+            last_write_time=unix_to_filetime(sres.st_mtime_ns),
+            change_time=change,
+            allocation_size=alloc,
+            end_of_file=eof,
+            attributes=attrs,
+            file_id=sres.st_ino,
+            nlink=sres.st_nlink,
+            is_directory=is_dir,
+            name=name,
+        )
+
+    def stat(self, host_path: str, name_hint: str | None = None) -> FileInfo:
+        """FileInfo for a resolved host path; raises VfsError."""
+        try:
+            sres = os.stat(host_path)
+            name = name_hint if name_hint is not None else (
+                "" if host_path == self.root else os.path.basename(host_path))
+            return self._info(host_path, sres, name)
+        except OSError as e:
+            raise VfsError(map_oserror(e), str(e)) from None
+        except (UnicodeError, ValueError) as e:
+            raise VfsError(st.STATUS_OBJECT_NAME_INVALID, str(e)) from None
+
+    def listdir(self, host_path: str) -> list[FileInfo]:
+        """"." and ".." first (".." of the share root is the root itself), then the
+        entries sorted by (upcase(name), name). Entries whose names a Windows
+        client could not use, and symlinks that dangle or leave the share, are
+        omitted. Raises VfsError (a non-directory -> STATUS_NOT_A_DIRECTORY)."""
+        try:
+            dot = self._info(host_path, os.stat(host_path), ".")
+            if not dot.is_directory:
+                raise VfsError(st.STATUS_NOT_A_DIRECTORY)
+            parent = host_path if host_path == self.root else os.path.dirname(host_path)
+            dotdot = self._info(parent, os.stat(parent), "..")
+            with os.scandir(host_path) as it:
+                ents = list(it)
+        except OSError as e:
+            raise VfsError(map_oserror(e), str(e)) from None
+        out: list[FileInfo] = []
+        for e in ents:
+            if not _windows_name_ok(e.name):
+                continue
+            p = e.path
+            try:
+                sres = e.stat(follow_symlinks=False)
+                if S.S_ISLNK(sres.st_mode):
+                    real = os.path.realpath(p)
+                    if not self._inside(real):
+                        continue
+                    sres = os.stat(real)
+                    p = real
+                out.append(self._info(p, sres, e.name))
+            except OSError:
+                continue  # vanished or dangling
+        out.sort(key=lambda i: (upcase(i.name), i.name))
+        return [dot, dotdot] + out
+
+    def set_times(self, host_path: str, *, creation_time: int | None = None,
+                  last_access_time: int | None = None, last_write_time: int | None = None,
+                  change_time: int | None = None) -> int:
+        """Set FILETIMEs; None/0/-1/-2 leave a time unchanged (handle-level -1/-2
+        semantics are the caller's). Creation and change times live in the
+        metadata record; change time holds until the file's mtime/size change."""
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+
+        def want(v: int | None) -> bool:
+            return v is not None and v > 0
+
+        try:
+            sres = os.stat(host_path)
+            if want(last_access_time) or want(last_write_time):
+                a = filetime_to_unix_ns(last_access_time) if want(last_access_time) else sres.st_atime_ns
+                m = filetime_to_unix_ns(last_write_time) if want(last_write_time) else sres.st_mtime_ns
+                os.utime(host_path, ns=(a, m))
+                sres = os.stat(host_path)
+            if want(creation_time) or want(change_time):
+                rec = self._get_record(host_path, sres) or _Record()
+                self._pin_creation(host_path, sres, rec)
+                if want(creation_time):
+                    rec.creation = creation_time
+                if want(change_time):
+                    rec.flags |= _F_CHANGE
+                    rec.change, rec.ref_mtime, rec.ref_size = change_time, sres.st_mtime_ns, sres.st_size
+                self._put_record(host_path, sres, rec)
+        except OSError as e:
+            return map_oserror(e)
+        except (OverflowError, ValueError):
+            return st.STATUS_INVALID_PARAMETER
+        return st.STATUS_SUCCESS
+
+    def _pin_creation(self, path: str, sres: os.stat_result, rec: _Record) -> None:
+        if not rec.flags & _F_CREATE:
+            rec.creation = self._creation_ft(path, sres, None)
+            rec.flags |= _F_CREATE
+
+    def set_attributes(self, host_path: str, attributes: int) -> int:
+        """FileBasicInformation.FileAttributes (MS-FSA 2.1.5.15.2): 0 = no change;
+        DIRECTORY on a file or TEMPORARY on a directory -> INVALID_PARAMETER;
+        NORMAL alone clears everything (reported back as NORMAL)."""
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        if attributes == 0:
+            return st.STATUS_SUCCESS
+        try:
+            sres = os.stat(host_path)
+            is_dir = S.S_ISDIR(sres.st_mode)
+            if attributes & FILE_ATTRIBUTE_DIRECTORY and not is_dir:
+                return st.STATUS_INVALID_PARAMETER
+            if attributes & FILE_ATTRIBUTE_TEMPORARY and is_dir:
+                return st.STATUS_INVALID_PARAMETER
+            rec = self._get_record(host_path, sres) or _Record()
+            self._pin_creation(host_path, sres, rec)
+            rec.flags |= _F_ATTRS
+            rec.attrs = attributes & PERSIST_MASK
+            self._put_record(host_path, sres, rec)
+        except OSError as e:
+            return map_oserror(e)
+        return st.STATUS_SUCCESS
+
+    def init_metadata(self, host_path: str, attributes: int = 0) -> int:
+        """Call right after creating a file/directory: pins the creation time and
+        stores the initial DOS attributes (files always get ARCHIVE, MS-FSA 2.1.5.1.2.1)."""
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        try:
+            sres = os.stat(host_path)
+            rec = _Record()
+            self._pin_creation(host_path, sres, rec)
+            a = attributes & PERSIST_MASK
+            if S.S_ISDIR(sres.st_mode):
+                a &= ~FILE_ATTRIBUTE_TEMPORARY
+            else:
+                a |= FILE_ATTRIBUTE_ARCHIVE
+            rec.flags |= _F_ATTRS
+            rec.attrs = a
+            self._put_record(host_path, sres, rec)
+        except OSError as e:
+            return map_oserror(e)
+        return st.STATUS_SUCCESS
+
+    def statvfs(self) -> tuple[int, int, int, int]:
+        """(total_units, caller_free_units, sectors_per_unit, bytes_per_sector)."""
+        t, free, _actual, spu, bps = self.statvfs_full()
+        return t, free, spu, bps
+
+    def statvfs_full(self) -> tuple[int, int, int, int, int]:
+        """(total, caller_available, actual_available, sectors_per_unit, bytes_per_sector)."""
+        try:
+            v = os.statvfs(self.root)
+        except OSError as e:
+            raise VfsError(map_oserror(e), str(e)) from None
+        bps = 512
+        unit = v.f_frsize or v.f_bsize or 4096
+        spu = max(1, unit // bps)
+        scale = (spu * bps) / unit if unit else 1
+        return (int(v.f_blocks / scale), int(v.f_bavail / scale), int(v.f_bfree / scale), spu, bps)
+
+    # -------------------------------------------------------------- mutation
+    def _forget(self, path: str, sres: os.stat_result | None) -> None:
+        if sres is not None:
+            self._mem.pop((sres.st_dev, sres.st_ino), None)
+        self.invalidate(os.path.dirname(path))
+        self.invalidate(path)
+
+    def mkdir(self, host_path: str) -> int:
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        try:
+            os.mkdir(host_path, 0o777)
+        except FileNotFoundError:
+            return st.STATUS_OBJECT_PATH_NOT_FOUND
+        except OSError as e:
+            return map_oserror(e)
+        self.invalidate(os.path.dirname(host_path))
+        return st.STATUS_SUCCESS
+
+    def unlink(self, host_path: str) -> int:
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        try:
+            sres = os.lstat(host_path)
+            if S.S_ISDIR(sres.st_mode):
+                return st.STATUS_FILE_IS_A_DIRECTORY
+            os.unlink(host_path)
+        except OSError as e:
+            return map_oserror(e)
+        if sres.st_nlink <= 1:
+            self._forget(host_path, sres)
+        else:
+            self.invalidate(os.path.dirname(host_path))
+        return st.STATUS_SUCCESS
+
+    def rmdir(self, host_path: str) -> int:
+        if self.read_only or os.path.realpath(host_path) == self.root:
+            return st.STATUS_ACCESS_DENIED
+        try:
+            sres = os.lstat(host_path)
+            if not S.S_ISDIR(sres.st_mode):
+                return st.STATUS_NOT_A_DIRECTORY
+            os.rmdir(host_path)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return st.STATUS_DIRECTORY_NOT_EMPTY
+            return map_oserror(e)
+        self._forget(host_path, sres)
+        return st.STATUS_SUCCESS
+
+    def rename(self, src: str, dst: str, replace: bool, *, new_name: str | None = None) -> int:
+        """Rename resolved ``src`` to ``dst`` (from ``resolve(..., for_create=True)``).
+
+        ``new_name``: the final component as the client spelled it; it is used
+        as the on-disk name, so case-only renames ("foo" -> "FOO", where dst
+        resolves to src itself) work. Windows rules (MS-FSA 2.1.5.15.12):
+        dst exists and not replace -> OBJECT_NAME_COLLISION; replace onto an
+        existing directory -> ACCESS_DENIED; renaming the root -> ACCESS_DENIED.
+        """
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        if os.path.realpath(src) == self.root or os.path.realpath(dst) == self.root:
+            return st.STATUS_ACCESS_DENIED
+        target = os.path.join(os.path.dirname(dst), new_name) if new_name else dst
+        try:
+            s_st = os.lstat(src)
+            try:
+                d_st = os.lstat(dst)
+            except FileNotFoundError:
+                d_st = None
+            if d_st is not None and (d_st.st_dev, d_st.st_ino) == (s_st.st_dev, s_st.st_ino) \
+                    and os.path.dirname(dst) == os.path.dirname(src) \
+                    and upcase(os.path.basename(dst)) == upcase(os.path.basename(src)):
+                d_st = None  # same file, case-only (or no-op) rename
+            if d_st is not None:
+                if not replace:
+                    return st.STATUS_OBJECT_NAME_COLLISION
+                if S.S_ISDIR(d_st.st_mode):
+                    return st.STATUS_ACCESS_DENIED
+                if dst != target or S.S_ISDIR(s_st.st_mode):
+                    os.unlink(dst)
+                    self._forget(dst, d_st if d_st.st_nlink <= 1 else None)
+            elif target != src and os.path.lexists(target) and not replace:
+                return st.STATUS_OBJECT_NAME_COLLISION
+            if target != src:
+                os.rename(src, target)
+        except FileNotFoundError:
+            return st.STATUS_OBJECT_NAME_NOT_FOUND
+        except OSError as e:
+            return map_oserror(e)
+        except (UnicodeError, ValueError):
+            return st.STATUS_OBJECT_NAME_INVALID
+        for p in (src, target):
+            self.invalidate(os.path.dirname(p))
+        self.invalidate(src)
+        return st.STATUS_SUCCESS
+
+    def truncate(self, host_path: str, size: int) -> int:
+        """FileEndOfFileInformation."""
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        if size < 0:
+            return st.STATUS_INVALID_PARAMETER
+        try:
+            os.truncate(host_path, size)
+        except OSError as e:
+            return map_oserror(e)
+        except OverflowError:
+            return st.STATUS_DISK_FULL
+        return st.STATUS_SUCCESS
+
+    def set_allocation(self, host_path: str, size: int) -> int:
+        """FileAllocationInformation (MS-FSA 2.1.5.15.1): below EOF truncates;
+        above EOF reserves space without changing EOF (fallocate KEEP_SIZE,
+        silently skipped when the fs cannot)."""
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        if size < 0:
+            return st.STATUS_INVALID_PARAMETER
+        try:
+            sres = os.stat(host_path)
+            if S.S_ISDIR(sres.st_mode):
+                return st.STATUS_INVALID_PARAMETER
+            if size < sres.st_size:
+                os.truncate(host_path, size)
+                return st.STATUS_SUCCESS
+            if _fallocate is not None and size > sres.st_blocks * 512:
+                fd = os.open(host_path, os.O_WRONLY | os.O_NOFOLLOW)
+                try:
+                    if _fallocate(fd, 1, 0, size) != 0:  # FALLOC_FL_KEEP_SIZE
+                        err = ctypes.get_errno()
+                        if err in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                            return st.STATUS_DISK_FULL
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            return map_oserror(e)
+        except OverflowError:
+            return st.STATUS_DISK_FULL
+        return st.STATUS_SUCCESS
