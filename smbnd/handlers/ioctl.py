@@ -85,7 +85,7 @@ def _validate_negotiate(req, r) -> Reply:
     cfg = req.server.config
     expect = max((d for d in dialects if cfg.min_dialect <= d <= cfg.max_dialect and d in
                   (0x0202, 0x0210, 0x0300, 0x0302, 0x0311)), default=0)
-    if (caps != conn.client_capabilities and conn.dialect >= 0x0300) or guid != conn.client_guid \
+    if caps != conn.client_capabilities or guid != conn.client_guid \
             or secmode != conn.client_security_mode or expect != conn.dialect:
         raise Disconnect("VALIDATE_NEGOTIATE_INFO mismatch")
     if r.max_output_response < 24:

@@ -42,7 +42,7 @@ def _capabilities(conn, dialect: int) -> int:
             caps |= ng.CAP_MULTI_CHANNEL
         if conn.server.persistent_handles:
             caps |= ng.CAP_PERSISTENT_HANDLES
-        if dialect < ng.DIALECT_311 and conn.client_capabilities & ng.CAP_ENCRYPTION:
+        if dialect < ng.DIALECT_311 and conn.client_capabilities & ng.CAP_ENCRYPTION and conn.cipher_id:
             caps |= ng.CAP_ENCRYPTION
     return caps
 
@@ -57,9 +57,10 @@ def negotiate(req) -> Reply:
     if not offered:
         return Reply(status=st.STATUS_NOT_SUPPORTED)
     dialect = max(offered)
-    conn.client_capabilities = r.capabilities if dialect >= ng.DIALECT_300 else 0
+    # kept as sent: FSCTL_VALIDATE_NEGOTIATE_INFO compares against these (3.3.5.15.12)
+    conn.client_capabilities = r.capabilities
     conn.client_security_mode = r.security_mode
-    conn.client_guid = r.client_guid if dialect >= ng.DIALECT_210 else b""
+    conn.client_guid = r.client_guid
     contexts = []
     if dialect == ng.DIALECT_311:
         by_type: dict[int, bytes] = {}
