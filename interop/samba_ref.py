@@ -265,9 +265,13 @@ class SambaRef:
                     pass
                 p.wait(5)
         for c in children:
+            # only our smbd's leftover children (guards against PID reuse)
             try:
+                with open(f"/proc/{c}/cmdline", "rb") as f:
+                    if str(self.conf).encode() not in f.read():
+                        continue
                 os.kill(c, signal.SIGKILL)
-            except ProcessLookupError:
+            except (OSError, ProcessLookupError):
                 pass
 
     def __enter__(self) -> "SambaRef":

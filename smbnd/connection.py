@@ -18,6 +18,7 @@ from .state import SESSION_EXPIRED, SESSION_VALID, Open, Session, TreeConnect
 from .wire import header as hd
 from .vfs import VfsError, map_oserror
 from .wire.messages import ERROR_BODY, MessageError, pack_error
+from .wire.negotiate import NegotiateError
 
 log = logging.getLogger("smbnd.connection")
 
@@ -78,7 +79,7 @@ class Request:
     """One command of a (possibly compounded) request."""
 
     __slots__ = ("conn", "hdr", "msg", "session", "tree", "encrypted", "signed", "related_file_id",
-                 "is_related", "server")
+                 "is_related", "server", "chain_error")
 
     def __init__(self, conn, hdr, msg, encrypted):
         self.conn = conn
@@ -91,6 +92,7 @@ class Request:
         self.signed = bool(hdr.flags & hd.FLAGS_SIGNED)
         self.related_file_id: bytes | None = None
         self.is_related = bool(hdr.flags & hd.FLAGS_RELATED_OPERATIONS)
+        self.chain_error: int | None = None   # status of a failed CREATE earlier in a related chain
 
     def open(self, file_id: bytes) -> Open:
         """Look up an Open (MS-SMB2 3.3.5.2.7.2 for related FileIds)."""
@@ -148,6 +150,10 @@ class Connection:
             else:
                 raise Disconnect("unknown protocol id")
         except Disconnect as e:
+            log.info("disconnecting %s: %s", self.peer, e)
+            self.close()
+        except hd.HeaderError as e:
+            # MS-SMB2 3.3.5.2: a header (or transform header) that cannot be parsed -> disconnect
             log.info("disconnecting %s: %s", self.peer, e)
             self.close()
         except Exception:  # a bug must cost this connection only
@@ -270,7 +276,13 @@ class Connection:
                 sid = prev_req.session.session_id if prev_req.session else 0
             if tid == 0xFFFFFFFF:
                 tid = prev_req.tree.tree_id if prev_req.tree else 0
+            # 3.3.5.2.7.2: a failed CREATE fails every later related operation with its status
+            # (the chain's FileId never existed; Samba's compound_create_err does the same)
+            if prev_req.chain_error is not None:
+                req.chain_error = prev_req.chain_error
+                return Reply(status=req.chain_error)
             if prev_status != st.STATUS_SUCCESS and prev_req.hdr.command == hd.CREATE:
+                req.chain_error = prev_status
                 return Reply(status=prev_status)
         cmd = hdr.command
         try:
@@ -295,7 +307,7 @@ class Connection:
             return handler(req)
         except SmbError as e:
             return Reply(pack_error(e.data), e.status)
-        except MessageError:
+        except (MessageError, NegotiateError):   # 3.3.5.2.6 / 3.3.5.4: malformed request body
             return Reply(status=st.STATUS_INVALID_PARAMETER)
         except VfsError as e:
             return Reply(status=e.status)

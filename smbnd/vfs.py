@@ -36,240 +36,52 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
 import stat as S
-import struct
 import threading
 import time
 import zlib
 from dataclasses import dataclass
 
 from smbnd import status as st
+from smbnd.vfs_meta import (  # noqa: F401  (re-exported API)
+    _F_ATTRS,
+    _F_CHANGE,
+    _F_CREATE,
+    FILETIME_UNIX_EPOCH,
+    PERSIST_MASK,
+    XATTR_NAME,
+    VfsError,
+    _birth_ns,
+    _fallocate,
+    _Record,
+    filetime_to_unix_ns,
+    map_oserror,
+    unix_to_filetime,
+)
+from smbnd.vfs_path import (  # noqa: F401  (re-exported API)
+    _BAD_CHARS,
+    DOS_DOT,
+    DOS_QM,
+    DOS_STAR,
+    MAX_COMPONENT_UNITS,
+    WILDCARD_CHARS,
+    ParsedPath,
+    _utf16_units,
+    _windows_name_ok,
+    has_wildcards,
+    parse_smb_path,
+    upcase,
+    wildcard_match,
+)
 from smbnd.wire.fscc import (
     FILE_ATTRIBUTE_ARCHIVE,
     FILE_ATTRIBUTE_DIRECTORY,
     FILE_ATTRIBUTE_HIDDEN,
     FILE_ATTRIBUTE_NORMAL,
-    FILE_ATTRIBUTE_NOT_CONTENT_INDEXED,
-    FILE_ATTRIBUTE_OFFLINE,
-    FILE_ATTRIBUTE_READONLY,
     FILE_ATTRIBUTE_SYSTEM,
     FILE_ATTRIBUTE_TEMPORARY,
 )
-
-FILETIME_UNIX_EPOCH = 116444736000000000  # 1970-01-01 in 100ns units since 1601
-
-
-def unix_to_filetime(ns: int) -> int:
-    """Nanoseconds since the Unix epoch -> FILETIME (MS-DTYP 2.3.3)."""
-    return ns // 100 + FILETIME_UNIX_EPOCH
-
-
-def filetime_to_unix_ns(ft: int) -> int:
-    return (ft - FILETIME_UNIX_EPOCH) * 100
-
-
-class VfsError(Exception):
-    def __init__(self, status: int, msg: str = ""):
-        super().__init__(msg or st.name(status))
-        self.status = status
-
-
-_ERRNO_MAP = {
-    errno.ENOENT: st.STATUS_OBJECT_NAME_NOT_FOUND,
-    errno.EACCES: st.STATUS_ACCESS_DENIED,
-    errno.EPERM: st.STATUS_ACCESS_DENIED,
-    errno.EEXIST: st.STATUS_OBJECT_NAME_COLLISION,
-    errno.ENOTEMPTY: st.STATUS_DIRECTORY_NOT_EMPTY,
-    errno.ENOSPC: st.STATUS_DISK_FULL,
-    errno.EDQUOT: st.STATUS_DISK_FULL,
-    errno.EFBIG: st.STATUS_DISK_FULL,
-    errno.EISDIR: st.STATUS_FILE_IS_A_DIRECTORY,
-    errno.ENOTDIR: st.STATUS_OBJECT_PATH_NOT_FOUND,
-    errno.EIO: st.STATUS_UNEXPECTED_IO_ERROR,
-    errno.EROFS: st.STATUS_MEDIA_WRITE_PROTECTED,
-    errno.ENAMETOOLONG: st.STATUS_OBJECT_NAME_INVALID,
-    errno.ELOOP: st.STATUS_OBJECT_PATH_NOT_FOUND,
-    errno.EINVAL: st.STATUS_INVALID_PARAMETER,
-    errno.EXDEV: st.STATUS_NOT_SAME_DEVICE,
-    errno.EBUSY: st.STATUS_SHARING_VIOLATION,
-    errno.ETXTBSY: st.STATUS_SHARING_VIOLATION,
-    errno.EMFILE: st.STATUS_TOO_MANY_OPENED_FILES,
-    errno.ENFILE: st.STATUS_TOO_MANY_OPENED_FILES,
-    errno.ENOMEM: st.STATUS_NO_MEMORY,
-    errno.EBADF: st.STATUS_INVALID_HANDLE,
-    errno.EOPNOTSUPP: st.STATUS_NOT_SUPPORTED,
-    errno.ENOSYS: st.STATUS_NOT_SUPPORTED,
-    errno.EMLINK: st.STATUS_INSUFFICIENT_RESOURCES,
-    errno.ESTALE: st.STATUS_OBJECT_NAME_NOT_FOUND,
-}
-
-
-def map_oserror(e: OSError) -> int:
-    """errno -> NTSTATUS (same choices as Samba's unix_nt_errmap where they exist)."""
-    if isinstance(e, UnicodeError):
-        return st.STATUS_OBJECT_NAME_INVALID
-    return _ERRNO_MAP.get(getattr(e, "errno", None), st.STATUS_UNSUCCESSFUL)
-
-
-@functools.lru_cache(maxsize=8192)
-def _up1(c: str) -> str:
-    u = c.upper()
-    return u if len(u) == 1 else c  # Windows upcase table is 1:1 (no "ß" -> "SS")
-
-
-def upcase(s: str) -> str:
-    """Windows-style simple upcase used for case-insensitive comparison."""
-    if s.isascii():
-        return s.upper()
-    return "".join(map(_up1, s))
-
-
-# ---------------------------------------------------------------------------
-# Wildcards: MS-FSA 2.1.4.4 (FsRtlIsNameInExpression)
-# ---------------------------------------------------------------------------
-DOS_STAR, DOS_QM, DOS_DOT = "<", ">", '"'
-WILDCARD_CHARS = frozenset('*?<>"')
-
-
-def has_wildcards(s: str) -> bool:
-    """MS-FSA 2.1.4.3: expression contains * ? < > or "."""
-    return any(c in WILDCARD_CHARS for c in s)
-
-
-def wildcard_match(pattern: str, name: str, ignore_case: bool = True) -> bool:
-    """MS-FSA 2.1.4.4 semantics, simulated as an NFA over expression offsets.
-
-    ``*`` any run; ``?`` exactly one char; ``>`` (DOS_QM) one char, or nothing
-    at a '.' / end of name; ``"`` (DOS_DOT) a '.' or nothing at end of name;
-    ``<`` (DOS_STAR) any run that does not consume the name's final '.'.
-    """
-    if not name:
-        return not pattern
-    if not pattern:
-        return False
-    if pattern in ("*", "*.*"):  # MS-FSA 2.1.4.4 Part 1
-        return True
-    if ignore_case:
-        pattern, name = upcase(pattern), upcase(name)
-    if pattern[0] == "*" and not has_wildcards(pattern[1:]):
-        return name.endswith(pattern[1:])
-    if not has_wildcards(pattern):
-        return pattern == name
-    plen, nlen = len(pattern), len(name)
-    last_dot = name.rfind(".")
-
-    def closure(states: set[int], n: int) -> set[int]:
-        todo = list(states)
-        at_end = n == nlen
-        while todo:
-            e = todo.pop()
-            if e >= plen:
-                continue
-            c = pattern[e]
-            if c in "*<" or (c == DOS_QM and (at_end or name[n] == ".")) or (c == DOS_DOT and at_end):
-                if e + 1 not in states:
-                    states.add(e + 1)
-                    todo.append(e + 1)
-        return states
-
-    states = closure({0}, 0)
-    for n, ch in enumerate(name):
-        nxt: set[int] = set()
-        for e in states:
-            if e >= plen:
-                continue
-            c = pattern[e]
-            if c == "*":
-                nxt.add(e)
-            elif c == DOS_STAR:
-                if not (ch == "." and n == last_dot):
-                    nxt.add(e)
-            elif c == "?":
-                nxt.add(e + 1)
-            elif c == DOS_QM:
-                if ch != ".":
-                    nxt.add(e + 1)
-            elif c == DOS_DOT:
-                if ch == ".":
-                    nxt.add(e + 1)
-            elif c == ch:
-                nxt.add(e + 1)
-        if not nxt:
-            return False
-        states = closure(nxt, n + 1)
-    return plen in states
-
-
-# ---------------------------------------------------------------------------
-# Path parsing (lexical)
-# ---------------------------------------------------------------------------
-_BAD_CHARS = frozenset({chr(i) for i in range(32)} | {"|"})
-MAX_COMPONENT_UNITS = 255
-
-
-@dataclass(frozen=True)
-class ParsedPath:
-    components: tuple[str, ...]
-    trailing_sep: bool = False
-    stream: str = ""  # "" or "::$DATA"
-
-
-def _utf16_units(s: str) -> int:
-    return len(s.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def parse_smb_path(path: str, *, allow_leading_sep: bool = False) -> tuple[int, ParsedPath | None]:
-    """Lexical validation/normalisation of an SMB2 path name (see module doc)."""
-    if path[:1] in ("\\", "/"):
-        if not allow_leading_sep:
-            return st.STATUS_INVALID_PARAMETER, None  # MS-SMB2 3.3.5.9
-        path = path.lstrip("\\/")
-    trailing = False
-    if path[-1:] in ("\\", "/"):
-        trailing = True
-        path = path[:-1]
-    raw = path.replace("/", "\\").split("\\") if path else []
-    out: list[str] = []
-    stream = ""
-    last_i = len(raw) - 1
-    for i, comp in enumerate(raw):
-        if comp == "":
-            return st.STATUS_OBJECT_NAME_INVALID, None
-        if any(c in _BAD_CHARS for c in comp):
-            return st.STATUS_OBJECT_NAME_INVALID, None
-        if ":" in comp:
-            if i != last_i or trailing:
-                return st.STATUS_OBJECT_NAME_INVALID, None
-            comp, _, rest = comp.partition(":")
-            if not comp:
-                return st.STATUS_OBJECT_NAME_INVALID, None
-            parts = rest.split(":")
-            if len(parts) > 2:
-                return st.STATUS_OBJECT_NAME_INVALID, None
-            sname = parts[0]
-            stype = parts[1] if len(parts) == 2 else None
-            if sname == "" and stype is not None and upcase(stype) == "$DATA":
-                stream = "::$DATA"
-            else:  # "name:", "name::", named streams, other types
-                return st.STATUS_OBJECT_NAME_INVALID, None
-        if comp == "..":
-            if not out:
-                return st.STATUS_OBJECT_PATH_SYNTAX_BAD, None
-            out.pop()
-            continue
-        if comp == ".":
-            if i == last_i:
-                return st.STATUS_OBJECT_NAME_INVALID, None
-            continue
-        out.append(comp)
-    # Wildcards / over-long names are judged after ".." folding (Samba:
-    # check_path_syntax, then ms_has_wild in filename_convert_dirfsp).
-    for comp in out:
-        if has_wildcards(comp) or _utf16_units(comp) > MAX_COMPONENT_UNITS:
-            return st.STATUS_OBJECT_NAME_INVALID, None
-    return st.STATUS_SUCCESS, ParsedPath(tuple(out), trailing, stream)
 
 
 # ---------------------------------------------------------------------------
@@ -301,78 +113,6 @@ class Lookup:
     smb_path: str = ""      # share-relative, backslash separated, on-disk case
     trailing_sep: bool = False
     stream: str = ""
-
-
-# DOS attribute bits we persist (MS-FSA 2.1.5.15.2 settable attributes).
-PERSIST_MASK = (FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM
-                | FILE_ATTRIBUTE_ARCHIVE | FILE_ATTRIBUTE_TEMPORARY | FILE_ATTRIBUTE_OFFLINE
-                | FILE_ATTRIBUTE_NOT_CONTENT_INDEXED)
-
-XATTR_NAME = "user.smbnd.dosinfo"
-# magic, flags, attributes, creation FILETIME, change FILETIME, ref mtime ns, ref size
-_REC = struct.Struct("<4sIIqqqq")
-_REC_MAGIC = b"SND1"
-_F_ATTRS, _F_CREATE, _F_CHANGE = 1, 2, 4
-
-
-@dataclass
-class _Record:
-    flags: int = 0
-    attrs: int = 0
-    creation: int = 0
-    change: int = 0
-    ref_mtime: int = 0
-    ref_size: int = 0
-
-    def pack(self) -> bytes:
-        return _REC.pack(_REC_MAGIC, self.flags, self.attrs, self.creation, self.change,
-                         self.ref_mtime, self.ref_size)
-
-    @classmethod
-    def unpack(cls, b: bytes) -> "_Record | None":
-        if len(b) != _REC.size:
-            return None
-        magic, *rest = _REC.unpack(b)
-        return cls(*rest) if magic == _REC_MAGIC else None
-
-
-# statx(2) for birth time (Python 3.11 os.stat has no st_birthtime on Linux).
-_STATX_BTIME = 0x800
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _statx = _libc.statx
-    _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
-    _statx.restype = ctypes.c_int
-    _fallocate = _libc.fallocate
-    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    _fallocate.restype = ctypes.c_int
-except (OSError, AttributeError):  # pragma: no cover - non-glibc
-    _statx = None
-    _fallocate = None
-
-
-def _birth_ns(path: str) -> int | None:
-    if _statx is None:
-        return None
-    buf = ctypes.create_string_buffer(256)
-    if _statx(-100, os.fsencode(path), 0, _STATX_BTIME, buf) != 0:
-        return None
-    (mask,) = struct.unpack_from("<I", buf, 0)
-    if not mask & _STATX_BTIME:
-        return None
-    sec, nsec = struct.unpack_from("<qI", buf, 80)  # struct statx.stx_btime
-    return sec * 1_000_000_000 + nsec
-
-
-def _windows_name_ok(name: str) -> bool:
-    """Host names a Windows client can see/open (no mangling is done)."""
-    if any(c in _BAD_CHARS or c in WILDCARD_CHARS or c in "\\:/" for c in name):
-        return False
-    try:
-        name.encode("utf-16-le")  # rejects surrogate-escaped (undecodable) bytes
-    except UnicodeEncodeError:
-        return False
-    return _utf16_units(name) <= MAX_COMPONENT_UNITS
 
 
 _RACY_NS = 100_000_000  # directory mtimes this recent are not trusted for negative lookups
@@ -655,6 +395,8 @@ class ShareFS:
             if want(last_access_time) or want(last_write_time):
                 a = filetime_to_unix_ns(last_access_time) if want(last_access_time) else sres.st_atime_ns
                 m = filetime_to_unix_ns(last_write_time) if want(last_write_time) else sres.st_mtime_ns
+                if not (-(1 << 63) <= a < 1 << 63 and -(1 << 63) <= m < 1 << 63):
+                    return st.STATUS_INVALID_PARAMETER  # beyond year 2262: not representable
                 os.utime(host_path, ns=(a, m))
                 sres = os.stat(host_path)
             if want(creation_time) or want(change_time):
@@ -694,8 +436,12 @@ class ShareFS:
                 return st.STATUS_INVALID_PARAMETER
             rec = self._get_record(host_path, sres) or _Record()
             self._pin_creation(host_path, sres, rec)
+            mask = PERSIST_MASK
+            if os.path.realpath(host_path) == self.root:  # MS-FSA 2.1.5.15.2: root keeps H/S
+                mask &= ~(FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM)
+            old = rec.attrs if rec.flags & _F_ATTRS else 0
             rec.flags |= _F_ATTRS
-            rec.attrs = attributes & PERSIST_MASK
+            rec.attrs = (old & ~mask) | (attributes & mask)
             self._put_record(host_path, sres, rec)
         except OSError as e:
             return map_oserror(e)

@@ -87,20 +87,9 @@ def torture_argv(
     return argv
 
 
-def run_suite(
-    suite: str, host: str, port: int, share: str, user: str, password: str,
-    user2: str | None = None, password2: str | None = None,
-    options: list[str] | None = None, extra_args: list[str] | None = None,
-    timeout: float = DEFAULT_TIMEOUT, log_dir: str | os.PathLike | None = None,
-) -> SuiteRun:
-    """Run one smbtorture suite; ids are returned as ``<suite>.<subunit id>``.
-
-    On timeout smbtorture is killed by PID; the test that was running is
-    reported as ``error`` with reason "timeout", and a test that started but
-    never reported (crash) as ``error``."""
-    argv = torture_argv(suite, host, port, share, user, password, user2, password2,
-                        options, extra_args)
-    run = SuiteRun(suite, argv=argv)
+def _invoke(argv: list[str], timeout: float) -> tuple[str, str, int | None, bool, float]:
+    """Run smbtorture; on timeout kill it by PID. -> (stdout, stderr, rc, timed_out, secs)"""
+    timed_out = False
     with tempfile.TemporaryDirectory(prefix="torture-") as td:
         out_p, err_p = Path(td) / "out", Path(td) / "err"
         with open(out_p, "wb") as out, open(err_p, "wb") as err:
@@ -110,9 +99,9 @@ def run_suite(
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                     cwd=td, start_new_session=True)
             try:
-                run.returncode = proc.wait(timeout)
+                rc = proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                run.timed_out = True
+                timed_out = True
                 try:
                     os.kill(proc.pid, signal.SIGTERM)
                     try:
@@ -122,15 +111,54 @@ def run_suite(
                         proc.wait(5)
                 except ProcessLookupError:
                     pass
-                run.returncode = proc.returncode
-            run.duration = time.monotonic() - t0
-        run.stdout = out_p.read_text(errors="replace")
-        run.stderr = err_p.read_text(errors="replace")
-    if log_dir:
-        ld = Path(log_dir)
-        ld.mkdir(parents=True, exist_ok=True)
-        (ld / f"{suite}.subunit").write_text(run.stdout)
-        (ld / f"{suite}.stderr").write_text(run.stderr)
+                rc = proc.returncode
+            secs = time.monotonic() - t0
+        return (out_p.read_text(errors="replace"), err_p.read_text(errors="replace"), rc,
+                timed_out, secs)
+
+
+_LIST_CACHE: list[str] | None = None
+
+
+def suite_test_ids(suite: str) -> list[str]:
+    """Test ids (``<suite>.<subunit id>``) of a suite, from ``smbtorture --list``.
+
+    --list prints ``<suite>.<tcase>.<test>``; single-test tcases repeat the
+    name (``smb2.rw.invalid.invalid``), which subunit reports once."""
+    global _LIST_CACHE
+    if _LIST_CACHE is None:
+        r = subprocess.run([SMBTORTURE, "--list"], capture_output=True, text=True, timeout=60)
+        _LIST_CACHE = [x.strip() for x in r.stdout.splitlines() if x.strip()]
+    out = []
+    for name in _LIST_CACHE:
+        if name.startswith(suite + "."):
+            parts = name[len(suite) + 1:].split(".")
+            if len(parts) >= 2 and parts[-1] == parts[-2]:
+                parts = parts[:-1]
+            out.append(suite + "." + ".".join(parts))
+    return out
+
+
+def run_suite(
+    suite: str, host: str, port: int, share: str, user: str, password: str,
+    user2: str | None = None, password2: str | None = None,
+    options: list[str] | None = None, extra_args: list[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT, log_dir: str | os.PathLike | None = None,
+    resume_after_timeout: bool = True, test_timeout: float = 60.0,
+) -> SuiteRun:
+    """Run one smbtorture suite; ids are returned as ``<suite>.<subunit id>``.
+
+    On timeout smbtorture is killed by PID; the test that was running is
+    reported as ``error`` with reason "timeout", and a test that started but
+    never reported (crash) as ``error``.  With ``resume_after_timeout`` the
+    tests the suite did not reach are then run one by one (``test_timeout``
+    each, at most ``timeout`` in total) so that one hanging test does not hide
+    the rest."""
+    argv = torture_argv(suite, host, port, share, user, password, user2, password2,
+                        options, extra_args)
+    run = SuiteRun(suite, argv=argv)
+    run.stdout, run.stderr, run.returncode, run.timed_out, run.duration = _invoke(argv, timeout)
+    logs = [(suite, run.stdout, run.stderr)]
     parsed = parse(run.stdout)
     for tid in parsed.order:
         if tid in parsed.results:
@@ -139,6 +167,35 @@ def run_suite(
         why = (f"timeout after {timeout:.0f} s" if run.timed_out
                else f"no result (smbtorture exited with {run.returncode})")
         run.results[f"{suite}.{parsed.unfinished}"] = ("error", why)
+    if run.timed_out and resume_after_timeout:
+        budget = timeout
+        for tid in suite_test_ids(suite):
+            if tid in run.results:
+                continue
+            if budget <= 0:
+                run.results[tid] = ("error", "not run: resume budget exhausted")
+                continue
+            t = min(test_timeout, budget)
+            targv = argv[:-1] + [tid]
+            out, err, rc, tout, secs = _invoke(targv, t)
+            budget -= secs
+            run.duration += secs
+            logs.append((tid, out, err))
+            p = parse(out)
+            got = [p.results[x] for x in p.order if x in p.results]
+            if len(got) == 1:
+                run.results[tid] = got[0]
+            elif tout:
+                run.results[tid] = ("error", f"timeout after {t:.0f} s (run alone)")
+            else:
+                run.results[tid] = ("error", f"run alone: {len(got)} results, rc {rc}")
+    if log_dir:
+        ld = Path(log_dir)
+        ld.mkdir(parents=True, exist_ok=True)
+        (ld / f"{suite}.subunit").write_text(
+            "".join(f"### {name}\n{o}" if i else o for i, (name, o, _e) in enumerate(logs)))
+        (ld / f"{suite}.stderr").write_text(
+            "".join(f"### {name}\n{e}" if i else e for i, (name, _o, e) in enumerate(logs)))
     if not run.results:
         # nothing at all: smbtorture could not even start the suite
         tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
@@ -181,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--torture-arg", action="append", default=[],
                     help="extra raw smbtorture argument (e.g. -T w2k12)")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per-suite timeout, s")
+    ap.add_argument("--test-timeout", type=float, default=60.0,
+                    help="after a suite timeout, tests not reached are run one by one with this timeout")
+    ap.add_argument("--no-resume", action="store_true", help="do not run unreached tests after a timeout")
     ap.add_argument("--log-dir", help="keep raw subunit/stderr per suite here")
     ap.add_argument("--fresh-server", action="store_true",
                     help="with --server: a new server (and share) for every suite")
@@ -228,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                 port = start_server().port
             r = run_suite(suite, a.host, port, a.share, user, password, user2, password2,
                           options=a.option, extra_args=a.torture_arg, timeout=a.timeout,
-                          log_dir=a.log_dir)
+                          log_dir=a.log_dir, resume_after_timeout=not a.no_resume,
+                          test_timeout=a.test_timeout)
             runs[suite] = r
             print(f"{suite:20s} {r.summary()}", flush=True)
             if a.verbose:

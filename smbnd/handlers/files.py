@@ -247,7 +247,10 @@ def read(req) -> Reply:
         return pipe_read(req, o, r)
     if o.is_directory:
         raise SmbError(st.STATUS_INVALID_DEVICE_REQUEST)
-    if r.length > req.server.config.max_read_size:
+    # 3.3.5.12: Length > Connection.MaxReadSize (64 KiB as advertised without LARGE_MTU, 3.3.5.4)
+    if r.length > (req.server.config.max_read_size if req.conn.supports_multi_credit else 65536):
+        raise SmbError(st.STATUS_INVALID_PARAMETER)
+    if r.offset > 0x7FFFFFFFFFFFFFFF:   # MS-FSA 2.1.5.2: a negative ByteOffset is invalid
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     if not o.access & (cr.FILE_READ_DATA | cr.FILE_EXECUTE):
         raise SmbError(st.STATUS_ACCESS_DENIED)
@@ -270,7 +273,8 @@ def write(req) -> Reply:
         return pipe_write(req, o, r)
     if o.is_directory:
         raise SmbError(st.STATUS_INVALID_DEVICE_REQUEST)
-    if r.length > req.server.config.max_write_size:
+    # 3.3.5.13: Length > Connection.MaxWriteSize (64 KiB as advertised without LARGE_MTU, 3.3.5.4)
+    if r.length > (req.server.config.max_write_size if req.conn.supports_multi_credit else 65536):
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     offset = r.offset
     if offset == 0xFFFFFFFFFFFFFFFF and o.access & cr.FILE_APPEND_DATA:

@@ -181,8 +181,8 @@ def set_info(req) -> Reply:
         if r.additional_info & sec.DACL_SECURITY_INFORMATION and not o.access & cr.WRITE_DAC:
             raise SmbError(st.STATUS_ACCESS_DENIED)
         try:
-            sec.parse_sd(r.buffer)
-        except sec.SecurityDescriptorError:
+            sec.decode_sd(r.buffer)
+        except (sec.InvalidSecurityDescriptor, sec.InvalidSid):
             raise SmbError(st.STATUS_INVALID_SECURITY_DESCR) from None
         # accepted; ACLs are not stored: every query answers the share's consistent default
         return Reply(q.SET_INFO_RESPONSE)

@@ -107,26 +107,21 @@ def _rename(req, o, value) -> None:
         prefix = src.rstrip("/") + "/"
         if any(x.host_path.startswith(prefix) for x in server.opens.values() if not x.is_pipe):
             raise SmbError(st.STATUS_ACCESS_DENIED)
-    same = os.path.normcase(dst) == os.path.normcase(src)
-    if os.path.lexists(dst) and not same and not _same_file(dst, src):
-        if not replace:
-            raise SmbError(st.STATUS_OBJECT_NAME_COLLISION)
-        if os.path.isdir(dst):
-            raise SmbError(st.STATUS_ACCESS_DENIED)
+    if os.path.lexists(dst) and not _same_file(dst, src) and replace:
         st_dst = os.stat(dst)
         other = server.files.get((st_dst.st_dev, st_dst.st_ino))
         if other is not None and other.opens:
-            raise SmbError(st.STATUS_ACCESS_DENIED)
+            raise SmbError(st.STATUS_ACCESS_DENIED)   # MS-FSA 2.1.5.15.12: target is open
     # sharing: other opens of the source without FILE_SHARE_DELETE block a rename
     state = server.files.get(o.file_key)
     if state is not None:
         for other in state.opens:
             if other is not o and not other.share_access & cr.FILE_SHARE_DELETE:
                 raise SmbError(st.STATUS_SHARING_VIOLATION)
-    try:
-        os.rename(src, dst)
-    except OSError as e:
-        raise SmbError(fs.map_oserror(e)) from None
+    status = fs.rename(src, dst, replace, new_name=target.replace("/", "\\").rsplit("\\", 1)[-1])
+    if status != st.STATUS_SUCCESS:
+        raise SmbError(status)
+    dst = os.path.join(os.path.dirname(dst), target.replace("/", "\\").rsplit("\\", 1)[-1])
     new_name = fs.to_smb_path(dst)
     for x in server.opens.values():
         if x.file_key == o.file_key:
