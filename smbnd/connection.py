@@ -79,7 +79,7 @@ class Request:
     """One command of a (possibly compounded) request."""
 
     __slots__ = ("conn", "hdr", "msg", "session", "tree", "encrypted", "signed", "related_file_id",
-                 "is_related", "server", "chain_error")
+                 "is_related", "server", "chain_error", "is_last")
 
     def __init__(self, conn, hdr, msg, encrypted):
         self.conn = conn
@@ -92,6 +92,7 @@ class Request:
         self.signed = bool(hdr.flags & hd.FLAGS_SIGNED)
         self.related_file_id: bytes | None = None
         self.is_related = bool(hdr.flags & hd.FLAGS_RELATED_OPERATIONS)
+        self.is_last = hdr.next_command == 0
         self.chain_error: int | None = None   # status of a failed CREATE earlier in a related chain
 
     def open(self, file_id: bytes) -> Open:
@@ -449,6 +450,9 @@ class Connection:
 
     # ---- async
     def new_async(self, req: Request, cancel_cb) -> AsyncOp:
+        if not req.is_last:
+            # only the last request of a compound may go async (MS-SMB2 <159>, as Windows and Samba)
+            raise SmbError(st.STATUS_INTERNAL_ERROR)
         aid = self._next_async_id
         self._next_async_id += 1
         op = AsyncOp(self, aid, req, cancel_cb)
