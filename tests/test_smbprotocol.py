@@ -79,6 +79,15 @@ def client(server):
     c.close()
 
 
+@pytest.fixture(params=["plain", "signed", "encrypted"])
+def mclient(server, request):
+    """A 3.1.1 client protected as the param says (compound and async replies are protected too)."""
+    c = Client(server, sign=request.param == "signed", encrypt=request.param == "encrypted")
+    c.mode = request.param
+    yield c
+    c.close()
+
+
 def status_of(excinfo) -> int:
     return excinfo.value.status
 
@@ -99,15 +108,18 @@ def _roundtrip(c: Client, name: str, size: int = 200_000, protection: str | None
 
 
 def _check_protection(c: Client, protection: str) -> None:
-    assert len(c.rx) >= 4
+    """Every message received since c.rx was cleared is protected as `protection` asks."""
+    assert c.rx
     for m in c.rx:
         if protection == "encrypted":
             assert m[:4] == b"\xfdSMB"            # TRANSFORM_HEADER (signature verified by AEAD)
         else:
             assert m[:4] == b"\xfeSMB"
             flags = int.from_bytes(m[16:20], "little")
-            # MS-SMB2 3.3.4.1.1: responses are signed iff the session requires signing
-            assert bool(flags & Smb2Flags.SMB2_FLAGS_SIGNED) == (protection == "signed")
+            interim = int.from_bytes(m[8:12], "little") == NtStatus.STATUS_PENDING
+            # MS-SMB2 3.3.4.1.1: responses are signed iff the session requires signing;
+            # 3.3.4.2: the server SHOULD NOT sign an interim (STATUS_PENDING) response
+            assert bool(flags & Smb2Flags.SMB2_FLAGS_SIGNED) == (protection == "signed" and not interim)
 
 
 # ---- dialects x protection -------------------------------------------------------------------
@@ -277,10 +289,11 @@ def _query_standard(file_id=b"\xff" * 16) -> SMB2QueryInfoRequest:
     return q
 
 
-def test_compound_related_create_query_close(client, server):
-    c = client
+def test_compound_related_create_query_close(mclient, server):
+    c = mclient
     with open(os.path.join(server.paths["data"], "cmp.txt"), "wb") as f:
         f.write(b"z" * 1234)
+    c.rx.clear()
     o = Open(c.tree, "cmp.txt")
     create = o.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.GENERIC_READ, 0, SHARE_ALL,
                       CreateDisposition.FILE_OPEN, 0, send=False)
@@ -296,11 +309,12 @@ def test_compound_related_create_query_close(client, server):
     assert info["directory"].get_value() == 0
     close[1](reqs[2])
     assert not o.connected
+    _check_protection(c, c.mode)
 
 
-def test_compound_related_failure_propagates(client):
+def test_compound_related_failure_propagates(mclient):
     """MS-SMB2 3.3.5.2.7.2: a failed CREATE fails the related QUERY_INFO and CLOSE with its status."""
-    c = client
+    c = mclient
     o = Open(c.tree, "does-not-exist.txt")
     create = o.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.GENERIC_READ, 0, SHARE_ALL,
                       CreateDisposition.FILE_OPEN, 0, send=False)
@@ -438,7 +452,8 @@ def _wait_pending(req, timeout=10):
     assert req.async_id is not None
 
 
-def test_blocking_lock_granted_on_unlock(two_opens):
+@pytest.mark.parametrize("release", ["unlock", "close"])
+def test_blocking_lock_granted_on_unlock(two_opens, release):
     _, a, other, b = two_opens
     a.lock([_lock(0, 100, EXCL_NOW)])
     msg, recv = b.lock([_lock(0, 100, LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK)], send=False)
@@ -446,12 +461,30 @@ def test_blocking_lock_granted_on_unlock(two_opens):
     _wait_pending(req)
     time.sleep(0.2)
     assert req.response["status"].get_value() == NtStatus.STATUS_PENDING   # still waiting
-    a.lock([_lock(0, 100, LockFlags.SMB2_LOCKFLAG_UNLOCK)])
+    if release == "unlock":
+        a.lock([_lock(0, 100, LockFlags.SMB2_LOCKFLAG_UNLOCK)])
+    else:
+        a.close()                               # closing the holder releases its locks (MS-FSA 2.1.5.4)
     recv(req)                                   # final SUCCESS
-    with pytest.raises(SMBResponseException) as e:   # now b owns it
-        a.lock([_lock(0, 1, EXCL_NOW)])
-    assert status_of(e) == st.STATUS_LOCK_NOT_GRANTED
+    if release == "unlock":
+        with pytest.raises(SMBResponseException) as e:   # now b owns it
+            a.lock([_lock(0, 1, EXCL_NOW)])
+        assert status_of(e) == st.STATUS_LOCK_NOT_GRANTED
     b.lock([_lock(0, 100, LockFlags.SMB2_LOCKFLAG_UNLOCK)])
+
+
+def test_blocking_lock_waiter_disconnects(server, two_opens):
+    one, a, other, b = two_opens
+    a.lock([_lock(0, 100, EXCL_NOW)])
+    msg, recv = b.lock([_lock(0, 100, LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK)], send=False)
+    req = other.conn.send(msg, other.sess.session_id, other.tree.tree_connect_id)
+    _wait_pending(req)
+    other.conn.disconnect(False)                # drop the TCP connection with the lock pending
+    time.sleep(0.1)
+    a.lock([_lock(0, 100, LockFlags.SMB2_LOCKFLAG_UNLOCK)])
+    a.lock([_lock(0, 100, EXCL_NOW)])           # nobody else got it
+    a.lock([_lock(0, 100, LockFlags.SMB2_LOCKFLAG_UNLOCK)])
+    assert "Traceback" not in server.log()
 
 
 def test_blocking_lock_cancelled(two_opens):
@@ -470,19 +503,22 @@ def test_blocking_lock_cancelled(two_opens):
 
 
 # ---- CHANGE_NOTIFY ---------------------------------------------------------------------------
-def test_change_notify_on_create_by_other_open(server, client):
-    os.mkdir(os.path.join(server.paths["data"], "watched"))
-    d = client.opendir("watched")
+def test_change_notify_on_create_by_other_open(server, mclient):
+    watched = f"watched_{mclient.mode}"
+    os.mkdir(os.path.join(server.paths["data"], watched))
+    d = mclient.opendir(watched)
+    mclient.rx.clear()
     w = FileSystemWatcher(d)
     w.start(CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME)
     _wait_pending(w._request)
     other = Client(server)
     try:
-        other.open("watched\\new-file.txt", disposition=CreateDisposition.FILE_CREATE).close()
+        other.open(f"{watched}\\new-file.txt", disposition=CreateDisposition.FILE_CREATE).close()
         assert w.response_event.wait(10), "CHANGE_NOTIFY did not complete"
         result = w.result
         assert [(r["action"].get_value(), r["file_name"].get_value()) for r in result][0] == \
             (FileAction.FILE_ACTION_ADDED, "new-file.txt")
+        _check_protection(mclient, mclient.mode)
     finally:
         other.close()
         d.close()

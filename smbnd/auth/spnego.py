@@ -215,8 +215,9 @@ def encode_init(mechs: list[bytes], mech_token: bytes | None = None,
 
 def negprot_token(hint_name: str = HINT_NAME, mechs: tuple[bytes, ...] = (NTLMSSP_OID,)) -> bytes:
     """NegTokenInit2 (MS-SPNG 2.2.1) for the SMB2 NEGOTIATE response security buffer."""
-    hints = tlv(0x30, tlv(0xA0, tlv(0x1B, hint_name.encode("ascii"))))
-    body = tlv(0xA0, tlv(0x30, b"".join(mechs))) + tlv(0xA3, hints)
+    body = tlv(0xA0, tlv(0x30, b"".join(mechs)))
+    if hint_name:   # negHints: clients ignore them (MS-SPNG 2.2.1); Wireshark reads [3] as mechListMIC
+        body += tlv(0xA3, tlv(0x30, tlv(0xA0, tlv(0x1B, hint_name.encode("ascii")))))
     return tlv(0x60, SPNEGO_OID + tlv(0xA0, tlv(0x30, body)))
 
 

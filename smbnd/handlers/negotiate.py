@@ -27,7 +27,7 @@ def _response(conn, dialect: int, contexts) -> bytes:
         capabilities=conn.server_capabilities,
         max_transact=limit or cfg.max_transact_size, max_read=limit or cfg.max_read_size,
         max_write=limit or cfg.max_write_size, system_time=filetime_now(),
-        start_time=0, security_buffer=negprot_token(), contexts=contexts))
+        start_time=0, security_buffer=negprot_token(hint_name=""), contexts=contexts))
 
 
 def _capabilities(conn, dialect: int) -> int:
