@@ -262,6 +262,7 @@ def read(req) -> Reply:
         raise SmbError(o.tree.share.fs.map_oserror(e)) from None
     if (not data and r.length) or len(data) < r.minimum_count:
         raise SmbError(st.STATUS_END_OF_FILE)
+    o.position = r.offset + len(data)   # CurrentByteOffset, as Windows and Samba update it
     return Reply([m.pack_read_response_fixed(len(data)), data])
 
 

@@ -84,7 +84,9 @@ def query_info(req) -> Reply:
         if r.info_class in NEEDS_READ_ATTRIBUTES and not o.access & cr.FILE_READ_ATTRIBUTES:
             raise SmbError(st.STATUS_ACCESS_DENIED)
         if r.info_class == fscc.FileFullEaInformation:
-            raise SmbError(st.STATUS_NO_EAS_ON_FILE)
+            if not o.access & cr.FILE_READ_EA:
+                raise SmbError(st.STATUS_ACCESS_DENIED)
+            return Reply(q.pack_output_buffer(b""))   # no EAs stored: an empty list (as Samba)
         info = _stat(o)
         if r.info_class == fscc.FileAlternateNameInformation:
             # no 8.3 names on this server: the long name is the only name
@@ -147,8 +149,9 @@ def _fs_info(o, cls: int) -> bytes:
         return fscc.encode_fs_object_id(struct.pack("<I", _volume_serial(share)).ljust(16, b"\0"))
     if cls == fscc.FileFsSectorSizeInformation:
         return fscc.encode_fs_sector_size(bps)
-    if cls in (fscc.FileFsControlInformation,):
-        raise SmbError(st.STATUS_NOT_SUPPORTED)
+    if cls == fscc.FileFsControlInformation:
+        # MS-FSCC 2.5.2: quotas not enforced; default threshold/limit "no limit"
+        return struct.pack("<QQQqqII", 0, 0, 0, -1, -1, 0, 0)
     raise SmbError(st.STATUS_INVALID_INFO_CLASS)
 
 

@@ -501,6 +501,7 @@ _FS_FIXED = {
     FileFsDeviceInformation: 8,
     FileFsFullSizeInformation: 32,
     FileFsObjectIdInformation: 64,
+    FileFsControlInformation: 48,
     FileFsSectorSizeInformation: 28,
 }
 _FS_MIN = {
