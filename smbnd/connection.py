@@ -191,7 +191,7 @@ class Connection:
         nonce = th.nonce[:session.decryptor.nonce_len]
         aad = bytes(frame[20:52])
         try:
-            plain = session.decryptor.decrypt(nonce, aad, frame[52:52 + th.original_size], th.signature)
+            plain = session.decryptor.decrypt(nonce, aad, memoryview(frame)[52:52 + th.original_size], th.signature)
         except InvalidTag:
             raise Disconnect("decryption failed") from None
         return session, plain

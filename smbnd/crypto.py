@@ -114,13 +114,17 @@ class TransformCipher:
         self._counter += 1
         return self._prefix + struct.pack("<Q", self._counter)
 
-    def encrypt(self, nonce: bytes, aad: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+    def encrypt(self, nonce: bytes, aad: bytes, plaintext) -> tuple[memoryview, bytes]:
+        """(ciphertext view, tag) without copying the ciphertext out of the AEAD output."""
         out = self._aead.encrypt(nonce, plaintext, aad)
-        return out[:-16], out[-16:]
+        return memoryview(out)[:-16], out[-16:]
 
-    def decrypt(self, nonce: bytes, aad: bytes, ciphertext: bytes, tag: bytes) -> bytes:
-        # raises cryptography.exceptions.InvalidTag on failure
-        return self._aead.decrypt(nonce, bytes(ciphertext) + bytes(tag), aad)
+    def decrypt(self, nonce: bytes, aad: bytes, ciphertext, tag: bytes) -> bytes:
+        # raises cryptography.exceptions.InvalidTag on failure; AEAD wants ciphertext||tag contiguous
+        buf = bytearray(len(ciphertext) + 16)
+        buf[:-16] = ciphertext
+        buf[-16:] = tag
+        return self._aead.decrypt(nonce, buf, aad)
 
 
 def sha512(data: bytes) -> bytes:

@@ -1,55 +1,136 @@
-"""asyncio glue: NetBIOS session-service framing (MS-SMB2 2.1 Direct TCP) over a Protocol."""
+"""asyncio glue: NetBIOS session-service framing (MS-SMB2 2.1 Direct TCP).
+
+Receive side is a BufferedProtocol: small frames are parsed out of a reusable scratch buffer;
+a frame larger than that (a big WRITE) gets its own exact-size buffer that the kernel fills
+directly, so its payload is never copied on the way in. Large responses go out with one
+sendmsg() of the parts (no join copy) when the transport has nothing queued.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
+import socket
 
 from .connection import Connection
 
 log = logging.getLogger("smbnd.netio")
-MAX_FRAME = 0xFFFFFF
+SCRATCH = 256 * 1024
+LARGE = 64 * 1024
 
 
-class SmbProtocol(asyncio.Protocol):
+class SmbProtocol(asyncio.BufferedProtocol):
     def __init__(self, server):
         self.server = server
         self.transport = None
         self.conn: Connection | None = None
-        self._buf = bytearray()
+        self._sock = None
+        self._scratch = bytearray(SCRATCH)
+        self._view = memoryview(self._scratch)
+        self._start = 0
+        self._end = 0
+        self._big: bytearray | None = None
+        self._big_pos = 0
 
     def connection_made(self, transport):
         self.transport = transport
         peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        raw = getattr(sock, "_sock", sock)   # asyncio wraps it in a TransportSocket
+        self._sock = raw if isinstance(raw, socket.socket) else None
+        try:
+            if self._sock is not None:
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         self.conn = Connection(self.server, self._write, self._close, f"{peer}")
         self.server.connections.add(self.conn)
 
-    def _write(self, parts):
+    # ---- send
+    def _write(self, parts) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
         n = sum(len(p) for p in parts)
-        self.transport.writelines([struct.pack(">I", n), *parts])
+        head = n.to_bytes(4, "big")
+        if n >= LARGE and self._sock is not None and t.get_write_buffer_size() == 0:
+            bufs = [head, *parts]
+            try:
+                sent = self._sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0   # let the transport report the error on its own write
+            rest = []
+            for b in bufs:
+                if sent >= len(b):
+                    sent -= len(b)
+                    continue
+                rest.append(memoryview(b)[sent:] if sent else b)
+                sent = 0
+            if rest:
+                t.write(b"".join(rest))
+            return
+        t.writelines([head, *parts])
 
     def _close(self):
         if self.transport is not None:
             self.transport.close()
 
-    def data_received(self, data):
-        buf = self._buf
-        buf += data
-        while len(buf) >= 4:
-            if buf[0] != 0:
-                log.info("bad NetBIOS frame type %#x from %s", buf[0], self.conn.peer)
+    # ---- receive
+    def get_buffer(self, sizehint):
+        if self._big is not None:
+            return memoryview(self._big)[self._big_pos:]
+        if self._end == SCRATCH:
+            self._compact()
+        return self._view[self._end:]
+
+    def _compact(self) -> None:
+        n = self._end - self._start
+        self._scratch[:n] = self._scratch[self._start:self._end]
+        self._start, self._end = 0, n
+
+    def buffer_updated(self, nbytes):
+        if self._big is not None:
+            self._big_pos += nbytes
+            if self._big_pos == len(self._big):
+                frame, self._big = self._big, None
+                self._deliver(frame)
+            return
+        self._end += nbytes
+        self._drain()
+
+    def _drain(self) -> None:
+        sc = self._scratch
+        while self.conn is not None and not self.conn.closed and self._end - self._start >= 4:
+            s = self._start
+            if sc[s] != 0:
+                log.info("bad NetBIOS frame type %#x from %s", sc[s], self.conn.peer)
                 self.conn.close()
-                buf.clear()
                 return
-            n = int.from_bytes(buf[1:4], "big")
-            if len(buf) < 4 + n:
-                break
-            frame = bytes(buf[4:4 + n])
-            del buf[:4 + n]
-            self.conn.frame_received(frame)
-            if self.conn.closed:
-                buf.clear()
+            n = int.from_bytes(sc[s + 1:s + 4], "big")
+            avail = self._end - s - 4
+            if avail >= n:
+                frame = bytes(sc[s + 4:s + 4 + n])
+                self._start += 4 + n
+                self._deliver(frame)
+                continue
+            if n + 4 > SCRATCH:
+                big = bytearray(n)
+                big[:avail] = sc[s + 4:self._end]
+                self._big, self._big_pos = big, avail
+                self._start = self._end = 0
                 return
+            if s + 4 + n > SCRATCH:
+                self._compact()
+            return
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def _deliver(self, frame) -> None:
+        self.conn.frame_received(frame)
+
+    def eof_received(self):
+        return False
 
     def connection_lost(self, exc):
         if self.conn is not None:

@@ -1,6 +1,7 @@
 """IOCTL / FSCTL (MS-SMB2 3.3.5.15, MS-FSCC 2.3)."""
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -144,9 +145,19 @@ def _set_zero_data(req, o, r):
     pos = start
     zeros = b"\0" * (1 << 20)
     while pos < end:
-        n = min(len(zeros), end - pos)
-        os.pwrite(o.fd, zeros[:n], pos)
-        pos += n
+        # MS-FSCC 2.3.75: holes already read as zero; only rewrite allocated data, so a sparse
+        # file of many TiB (one WRITE at a huge offset) cannot make us write TiB of zeros
+        try:
+            pos = os.lseek(o.fd, pos, os.SEEK_DATA)
+            stop = min(os.lseek(o.fd, pos, os.SEEK_HOLE), end)
+        except OSError as e:
+            if e.errno == errno.ENXIO:   # no data at or after pos
+                break
+            stop = end                   # SEEK_DATA unsupported: treat it all as data
+        while pos < stop:
+            n = min(len(zeros), stop - pos)
+            os.pwrite(o.fd, zeros[:n], pos)
+            pos += n
     req.server.notify.report(o.host_path, "modified", False)
     return b"", st.STATUS_SUCCESS
 
