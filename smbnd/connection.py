@@ -13,6 +13,7 @@ from cryptography.exceptions import InvalidTag
 
 from . import status as st
 from .credits import CreditWindow
+from .crypto import SIGN_AES_GMAC
 from .errors import Disconnect, SmbError
 from .state import SESSION_EXPIRED, SESSION_VALID, Open, Session, TreeConnect
 from .wire import header as hd
@@ -364,10 +365,15 @@ class Connection:
     def _verify_signature(self, req: Request, session: Session) -> None:
         if session.signer is None:
             raise SmbError(st.STATUS_ACCESS_DENIED)
-        m = bytearray(req.msg)
-        sig = bytes(m[48:64])
-        m[48:64] = b"\0" * 16
-        want = session.signer.signature([m], req.hdr.message_id, is_response=False,
+        msg = req.msg
+        sig = bytes(msg[48:64])
+        if session.signer.algorithm == SIGN_AES_GMAC:
+            m = bytearray(msg)          # GMAC needs the AAD contiguous: one copy
+            m[48:64] = bytes(16)
+            parts = [m]
+        else:
+            parts = [msg[:48], bytes(16), msg[64:]]
+        want = session.signer.signature(parts, req.hdr.message_id, is_response=False,
                                         is_cancel=req.hdr.command == hd.CANCEL)
         if want != sig:
             log.info("bad signature from %s (command %s)", self.peer, hd.COMMAND_NAMES.get(req.hdr.command))

@@ -87,7 +87,7 @@ class Signer:
             return c.finalize()
         # AES-GMAC = AES-GCM with empty plaintext and the message as AAD (RFC 4543)
         nonce = struct.pack("<QI", message_id, (1 if is_response else 0) | (2 if is_cancel else 0))
-        aad = b"".join(parts)
+        aad = parts[0] if len(parts) == 1 else b"".join(parts)
         return self._aesgcm.encrypt(nonce, b"", aad)
 
 

@@ -48,6 +48,7 @@ from smbnd.vfs_meta import (  # noqa: F401  (re-exported API)
     _F_ATTRS,
     _F_CHANGE,
     _F_CREATE,
+    _F_SPARSE,
     FILETIME_UNIX_EPOCH,
     PERSIST_MASK,
     XATTR_NAME,
@@ -79,6 +80,7 @@ from smbnd.wire.fscc import (
     FILE_ATTRIBUTE_DIRECTORY,
     FILE_ATTRIBUTE_HIDDEN,
     FILE_ATTRIBUTE_NORMAL,
+    FILE_ATTRIBUTE_SPARSE_FILE,
     FILE_ATTRIBUTE_SYSTEM,
     FILE_ATTRIBUTE_TEMPORARY,
 )
@@ -316,6 +318,8 @@ class ShareFS:
                 attrs = rec.attrs & PERSIST_MASK or FILE_ATTRIBUTE_NORMAL
             else:
                 attrs = FILE_ATTRIBUTE_ARCHIVE
+            if rec is not None and rec.flags & _F_SPARSE:
+                attrs = (attrs & ~FILE_ATTRIBUTE_NORMAL) | FILE_ATTRIBUTE_SPARSE_FILE
             eof = sres.st_size
             alloc = max(sres.st_blocks * 512, (eof + 4095) & ~4095)
         return FileInfo(
@@ -442,6 +446,25 @@ class ShareFS:
             old = rec.attrs if rec.flags & _F_ATTRS else 0
             rec.flags |= _F_ATTRS
             rec.attrs = (old & ~mask) | (attributes & mask)
+            self._put_record(host_path, sres, rec)
+        except OSError as e:
+            return map_oserror(e)
+        return st.STATUS_SUCCESS
+
+    def set_sparse(self, host_path: str, sparse: bool) -> int:
+        """FSCTL_SET_SPARSE (MS-FSA 2.1.5.10.30): the FILE_ATTRIBUTE_SPARSE_FILE state,
+        kept in the metadata record (host files are sparse-capable anyway)."""
+        if self.read_only:
+            return st.STATUS_ACCESS_DENIED
+        try:
+            sres = os.stat(host_path)
+            if S.S_ISDIR(sres.st_mode):
+                return st.STATUS_INVALID_PARAMETER
+            rec = self._get_record(host_path, sres) or _Record()
+            if bool(rec.flags & _F_SPARSE) == sparse:
+                return st.STATUS_SUCCESS
+            self._pin_creation(host_path, sres, rec)
+            rec.flags = rec.flags | _F_SPARSE if sparse else rec.flags & ~_F_SPARSE
             self._put_record(host_path, sres, rec)
         except OSError as e:
             return map_oserror(e)

@@ -84,6 +84,7 @@ XATTR_NAME = "user.smbnd.dosinfo"
 _REC = struct.Struct("<4sIIqqqq")
 _REC_MAGIC = b"SND1"
 _F_ATTRS, _F_CREATE, _F_CHANGE = 1, 2, 4
+_F_SPARSE = 8  # FSCTL_SET_SPARSE state (MS-FSCC 2.3.64); not settable via FileBasicInformation
 
 
 @dataclass
