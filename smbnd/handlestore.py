@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections import namedtuple
 from dataclasses import asdict, dataclass, field, fields
 
 SCHEMA_VERSION = 1
@@ -88,6 +89,28 @@ _FIELDS = [f.name for f in fields(OpenRecord) if f.name != "locks"]
 _INSERT = f"INSERT OR REPLACE INTO opens ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
 
 
+_COLS = ", ".join(_FIELDS)
+_BOOLS = ("is_directory", "is_persistent", "is_resilient")
+
+# What start-up loads: an immutable row per open (cheap enough for 100k in well under a second);
+# the server indexes these and builds a live Open only when the owner reclaims it.
+StoredOpen = namedtuple("StoredOpen", [*_FIELDS, "locks"])
+
+
+def _from_row(row, locks) -> OpenRecord:
+    rec = object.__new__(OpenRecord)
+    d = rec.__dict__
+    d.update(zip(_FIELDS, row))
+    for k in _BOOLS:
+        d[k] = bool(d[k])
+    d["locks"] = locks
+    return rec
+
+
+def to_record(row: StoredOpen) -> OpenRecord:
+    return _from_row(row[:-1], list(row.locks))
+
+
 class StoreError(RuntimeError):
     pass
 
@@ -143,6 +166,13 @@ class HandleStore:
             self.db.executemany("INSERT INTO locks VALUES (?, ?, ?, ?)",
                                 [(rec.persistent_id, o, n, int(x)) for o, n, x in rec.locks])
 
+    def put_many(self, recs: list[OpenRecord]) -> None:
+        """One transaction for many records (volume move, relocation, benchmarks)."""
+        with self._tx():
+            self.db.executemany(_INSERT, [[getattr(r, k) for k in _FIELDS] for r in recs])
+            self.db.executemany("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?)",
+                                [(r.persistent_id, o, n, int(x)) for r in recs for o, n, x in r.locks])
+
     def update(self, persistent_id: int, **cols) -> None:
         bad = set(cols) - set(_FIELDS)
         if bad:
@@ -172,21 +202,14 @@ class HandleStore:
         return cur.rowcount
 
     # ---- reads
-    def load_all(self) -> list[OpenRecord]:
+    def load_all(self) -> list[StoredOpen]:
         db = self.db
         locks: dict[int, list] = {}
         for pid, off, ln, ex in db.execute("SELECT persistent_id, offset, length, exclusive FROM locks"):
             locks.setdefault(pid, []).append((off, ln, bool(ex)))
-        out = []
-        cols = ", ".join(_FIELDS)
-        for row in db.execute(f"SELECT {cols} FROM opens"):
-            rec = OpenRecord(*row)
-            rec.is_directory = bool(rec.is_directory)
-            rec.is_persistent = bool(rec.is_persistent)
-            rec.is_resilient = bool(rec.is_resilient)
-            rec.locks = locks.get(rec.persistent_id, [])
-            out.append(rec)
-        return out
+        make = StoredOpen._make
+        none = ()
+        return [make((*row, locks.get(row[0], none))) for row in db.execute(f"SELECT {_COLS} FROM opens")]
 
     def get(self, persistent_id: int) -> OpenRecord | None:
         for rec in self._select("WHERE persistent_id = ?", (persistent_id,)):
@@ -194,13 +217,10 @@ class HandleStore:
         return None
 
     def _select(self, where: str, args) -> list[OpenRecord]:
-        cols = ", ".join(_FIELDS)
         out = []
-        for row in self.db.execute(f"SELECT {cols} FROM opens {where}", args):
-            rec = OpenRecord(*row)
-            rec.locks = [(o, n, bool(x)) for o, n, x in self.db.execute(
-                "SELECT offset, length, exclusive FROM locks WHERE persistent_id = ?", (rec.persistent_id,))]
-            out.append(rec)
+        for row in self.db.execute(f"SELECT {_COLS} FROM opens {where}", args):
+            out.append(_from_row(row, [(o, n, bool(x)) for o, n, x in self.db.execute(
+                "SELECT offset, length, exclusive FROM locks WHERE persistent_id = ?", (row[0],))]))
         return out
 
     def max_persistent_id(self) -> int:

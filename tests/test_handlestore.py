@@ -27,6 +27,8 @@ def test_roundtrip_with_locks_and_lease(tmp_path):
     got = s.get(5)
     assert got.lease_state == 3 and got.lease_epoch == 4 and got.lease_key == b"k" * 16
     assert sorted(got.locks) == [(100, 1, False), (200, 5, False)]
+    (row,) = s.load_all()
+    assert sorted(row.locks) == sorted(got.locks) and row.lease_key == b"k" * 16
     assert got.create_guid == r.create_guid and got.is_persistent is True or got.is_persistent == 1
 
 
