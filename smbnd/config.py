@@ -63,6 +63,7 @@ class ServerConfig:
     max_transact_size: int = 8 * 1024 * 1024
     max_credits: int = 8192
     multichannel: bool = False
+    directory_leasing: bool = False
     allow_guest: bool = False
     allow_anonymous: bool = False
     oplock_break_timeout: float = 35.0
@@ -116,6 +117,7 @@ def parse_share_spec(spec: str) -> ShareConfig:
 _TYPES = {
     "name": str, "domain": str, "dns_domain": str, "users_file": str, "state_dir": str,
     "signing_required": bool, "encrypt_data": bool, "reject_unencrypted": bool, "multichannel": bool,
+    "directory_leasing": bool,
     "allow_guest": bool, "allow_anonymous": bool,
     "max_read_size": int, "max_write_size": int, "max_transact_size": int, "max_credits": int,
     "durable_timeout": int, "durable_max_timeout": int,

@@ -225,7 +225,12 @@ class Connection:
             req = Request(self, hdr, msg, encrypted)
             if req.is_related:
                 if prev_req is None:
+                    # 3.3.5.2.7.2: related flag on the first request -> STATUS_INVALID_PARAMETER
+                    # (Windows <259>); its MessageId is still used up
                     req.is_related = False
+                    if not self.credits.consume(hdr.message_id, max(hdr.credit_charge, 1)
+                                                if self.supports_multi_credit else 1):
+                        raise Disconnect(f"MessageId {hdr.message_id} outside the window")
                     reply = Reply(status=st.STATUS_INVALID_PARAMETER)
                     resp = self._finish(req, reply)
                     if resp:
@@ -246,7 +251,7 @@ class Connection:
                 break
             offset = end
         if out:
-            self._send_chain(out)
+            self._send_chain(out, pad_last=offset > 0)
 
     def _process_one(self, req: Request, prev_req, prev_status, enc_session) -> Reply | None:
         hdr = req.hdr
@@ -271,22 +276,26 @@ class Connection:
             raise Disconnect("request before NEGOTIATE")
         if hdr.is_async and hdr.command != hd.CANCEL:
             return Reply(status=st.STATUS_INVALID_PARAMETER)
-        # related operations inherit session / tree (3.3.5.2.7.2)
+        # related operations use the previous operation's session / tree (3.3.5.2.7.2)
         sid, tid = hdr.session_id, hdr.tree_id
-        if req.is_related and prev_req is not None:
-            if sid == 0xFFFFFFFFFFFFFFFF:
-                sid = prev_req.session.session_id if prev_req.session else 0
-            if tid == 0xFFFFFFFF:
-                tid = prev_req.tree.tree_id if prev_req.tree else 0
-            # 3.3.5.2.7.2: a failed CREATE fails every later related operation with its status
-            # (the chain's FileId never existed; Samba's compound_create_err does the same)
-            if prev_req.chain_error is not None:
-                req.chain_error = prev_req.chain_error
-                return Reply(status=req.chain_error)
-            if prev_status != st.STATUS_SUCCESS and prev_req.hdr.command == hd.CREATE:
-                req.chain_error = prev_status
-                return Reply(status=prev_status)
         cmd = hdr.command
+        if req.is_related and prev_req is not None:
+            # a failed CREATE fails every later related operation with its status (the chain's
+            # FileId never existed; Samba's compound_create_err does the same)
+            if prev_req.chain_error is not None or (prev_status != st.STATUS_SUCCESS
+                                                    and prev_req.hdr.command == hd.CREATE):
+                req.session, req.tree = prev_req.session, prev_req.tree   # respond as them (signing)
+                req.chain_error = prev_req.chain_error if prev_req.chain_error is not None else prev_status
+                return Reply(status=req.chain_error)
+            # no session (tree) from the previous operation: STATUS_INVALID_PARAMETER
+            if cmd not in NO_SESSION_COMMANDS:
+                if prev_req.session is None:
+                    return Reply(status=st.STATUS_INVALID_PARAMETER)
+                sid = prev_req.session.session_id
+            if cmd not in NO_TREE_COMMANDS:
+                if prev_req.tree is None:
+                    return Reply(status=st.STATUS_INVALID_PARAMETER)
+                tid = prev_req.tree.tree_id
         try:
             if cmd not in NO_SESSION_COMMANDS:
                 req.session = self._verify_session(req, sid, enc_session)
@@ -421,19 +430,22 @@ class Connection:
                 encrypt_with = session
         return raw, reply.body, sign_with, encrypt_with
 
-    def _send_chain(self, out) -> None:
-        """Pad, link, sign each response; encrypt the whole chain if any part needs it."""
+    def _send_chain(self, out, pad_last: bool = False) -> None:
+        """Pad, link, sign each response; encrypt the whole chain if any part needs it.
+        Answering a compound request, the last response is padded to 8 bytes too (3.3.4.1.3;
+        Windows and Samba, smb2.compound.compound-padding)."""
         parts: list = []
         last = len(out) - 1
         enc_session = None
         for i, (raw, body, sign_with, encrypt_with) in enumerate(out):
             msg_parts = [raw, *body]
-            if i != last:
+            if i != last or pad_last:
                 length = sum(len(b) for b in msg_parts)
                 padlen = (8 - length % 8) % 8
                 if padlen:
                     msg_parts.append(b"\0" * padlen)
-                hd.set_next_command(raw, 0, length + padlen)
+                if i != last:
+                    hd.set_next_command(raw, 0, length + padlen)
             if encrypt_with is not None:
                 enc_session = enc_session or encrypt_with
             elif sign_with is not None:
@@ -483,14 +495,20 @@ class Connection:
             parts = self._encrypt(session, parts)
         self.write(parts)
 
-    def send_notification(self, command: int, body: bytes, session: Session | None = None) -> None:
-        """Unsolicited server message (oplock/lease break, MS-SMB2 3.3.4.6/3.3.4.7): MessageId -1."""
+    def send_notification(self, command: int, body: bytes, session: Session | None = None, tree=None,
+                          with_session_id: bool = False) -> None:
+        """Unsolicited server message: oplock break (MS-SMB2 3.3.4.6: MessageId -1, TreeId 0, SessionId
+        the open's session <SHOULD>) or lease break (3.3.4.7: SessionId 0). Never signed; encrypted
+        with the session's keys when the session or the open's tree requires encryption (3.3.4.1.4),
+        which needs the SessionId in the transform header."""
         if self.closed:
             return
+        encrypt = session is not None and session.encryptor is not None and self.dialect >= 0x0300 \
+            and (session.encrypt_data or (tree is not None and tree.encrypt_data))
+        sid = session.session_id if session is not None and (with_session_id or encrypt) else 0
         rh = hd.Header(command=command, flags=hd.FLAGS_SERVER_TO_REDIR, message_id=0xFFFFFFFFFFFFFFFF,
-                       session_id=0)
+                       session_id=sid)
         parts = [hd.pack_header(rh), body]
-        if session is not None and session.encryptor is not None and session.encrypt_data:
-            rh.session_id = session.session_id
-            parts = self._encrypt(session, [hd.pack_header(rh), body])
+        if encrypt:
+            parts = self._encrypt(session, parts)
         self.write(parts)

@@ -1,5 +1,17 @@
-"""CHANGE_NOTIFY (MS-SMB2 3.3.5.19, MS-FSA 2.1.5.10): watches on directory opens, fed by the
-server's own namespace changes."""
+"""CHANGE_NOTIFY (MS-SMB2 3.3.5.19, MS-FSA 2.1.5.10 / 2.1.4.1): watches on directory opens, fed by
+the server's own namespace changes through `NotifyManager.report`.
+
+Model (MS-FSA 2.1.1.8 ChangeNotifyEntry): the first CHANGE_NOTIFY on a directory open creates a
+watch whose CompletionFilter, WatchTree and buffer size (that request's OutputBufferLength) stay
+fixed until the open is closed, as Windows does (smbtorture smb2.notify.mask-change / valid-req).
+Events that arrive while no request is pending are kept (NotifyEventList) for the next request;
+more than fit the watch's buffer make the next request fail with STATUS_NOTIFY_ENUM_DIR.
+
+Name events (added / removed / renamed) are reported at once. Changes made through a handle
+(data, size, attributes, times, security, a file's rename) are collected per file and reported as
+one FILE_ACTION_MODIFIED when a handle of that file is closed, the way NTFS reports them at
+cleanup: a create + write + set-info sequence shows up as ADDED then a single MODIFIED.
+"""
 from __future__ import annotations
 
 import os
@@ -20,22 +32,42 @@ FILE_NOTIFY_CHANGE_CREATION = 0x040
 FILE_NOTIFY_CHANGE_EA = 0x080
 FILE_NOTIFY_CHANGE_SECURITY = 0x100
 
+# MS-FSCC 2.7.1 FILE_NOTIFY_INFORMATION.Action
 ACTION_ADDED, ACTION_REMOVED, ACTION_MODIFIED, ACTION_RENAMED_OLD, ACTION_RENAMED_NEW = 1, 2, 3, 4, 5
-MAX_BUFFERED = 1000
+MAX_EVENTS = 10000               # hard cap of a watch's NotifyEventList, whatever its buffer size
+FILE_LIST_DIRECTORY = 0x1        # MS-SMB2 2.2.13.1.2
+
+# kinds of NotifyManager.report for changes of an object's content or metadata
+MODIFY_KINDS = {
+    "modified": FILE_NOTIFY_CHANGE_LAST_WRITE | FILE_NOTIFY_CHANGE_SIZE,   # data written / truncated
+    "size": FILE_NOTIFY_CHANGE_SIZE | FILE_NOTIFY_CHANGE_ATTRIBUTES,
+    "attributes": FILE_NOTIFY_CHANGE_ATTRIBUTES,
+    "security": FILE_NOTIFY_CHANGE_SECURITY,
+    "ea": FILE_NOTIFY_CHANGE_EA,
+}
+_TIME_UNCHANGED = (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE, -1, -2)   # MS-FSCC 2.4.7
 
 
-def _filter_for(kind: str, is_dir: bool) -> int:
-    name_bit = FILE_NOTIFY_CHANGE_DIR_NAME if is_dir else FILE_NOTIFY_CHANGE_FILE_NAME
-    if kind in ("added", "removed", "renamed"):
-        return name_bit
-    if kind == "attributes":
-        return FILE_NOTIFY_CHANGE_ATTRIBUTES
-    if kind == "security":
-        return FILE_NOTIFY_CHANGE_SECURITY
-    return FILE_NOTIFY_CHANGE_LAST_WRITE | FILE_NOTIFY_CHANGE_SIZE
+def basic_info_filter(info) -> int:
+    """Which change a FileBasicInformation set makes (MS-FSA 2.1.5.14.2): only the fields it sets."""
+    bits = 0
+    if getattr(info, "file_attributes", 0):
+        bits |= FILE_NOTIFY_CHANGE_ATTRIBUTES
+    for field, bit in (("creation_time", FILE_NOTIFY_CHANGE_CREATION),
+                       ("last_access_time", FILE_NOTIFY_CHANGE_LAST_ACCESS),
+                       ("last_write_time", FILE_NOTIFY_CHANGE_LAST_WRITE)):
+        if getattr(info, field, 0) not in _TIME_UNCHANGED:
+            bits |= bit
+    return bits
+
+
+def _entry_size(name: str) -> int:
+    n = 12 + 2 * len(name)
+    return n + (-n % 4)
 
 
 def encode_entries(entries: list[tuple[int, str]]) -> bytes:
+    """MS-FSCC 2.7.1: FILE_NOTIFY_INFORMATION records, each 4-byte aligned, chained by NextEntryOffset."""
     out = bytearray()
     last = 0
     for action, name in entries:
@@ -50,106 +82,159 @@ def encode_entries(entries: list[tuple[int, str]]) -> bytes:
 
 
 class Watch:
-    __slots__ = ("open", "filter", "recursive", "pending", "buffered", "overflow")
+    """MS-FSA 2.1.1.8 ChangeNotifyEntry of one directory open."""
+    __slots__ = ("open", "filter", "recursive", "max_size", "pending", "events", "size", "overflow")
 
-    def __init__(self, o, filt: int, recursive: bool):
+    def __init__(self, o, filt: int, recursive: bool, max_size: int):
         self.open = o
         self.filter = filt
         self.recursive = recursive
-        self.pending: list = []         # (AsyncOp, output_length)
-        self.buffered: list[tuple[int, str]] = []
+        self.max_size = max_size
+        self.pending: list = []                  # (AsyncOp, OutputBufferLength), oldest first
+        self.events: list[tuple[int, str]] = []  # NotifyEventList
+        self.size = 0                            # encoded size of `events`
         self.overflow = False
+
+    def add(self, action: int, name: str) -> None:
+        if self.overflow:
+            return
+        self.size += _entry_size(name)
+        self.events.append((action, name))
+        if self.size > self.max_size or len(self.events) > MAX_EVENTS:
+            self.overflow = True          # the buffer overflowed: the next answer is NOTIFY_ENUM_DIR
+            self.events.clear()
+            self.size = 0
+
+    def take(self, outlen: int) -> tuple[int, bytes]:
+        """The answer to a request now: (status, FILE_NOTIFY_INFORMATION bytes); clears the list."""
+        overflow, events = self.overflow, self.events
+        self.overflow, self.events, self.size = False, [], 0
+        if overflow:
+            return st.STATUS_NOTIFY_ENUM_DIR, b""
+        data = encode_entries(events)
+        if len(data) > min(outlen, self.max_size):   # MS-SMB2 3.3.5.19: does not fit
+            return st.STATUS_NOTIFY_ENUM_DIR, b""
+        return st.STATUS_SUCCESS, data
 
 
 class NotifyManager:
     def __init__(self, server):
         self.server = server
-        self.watches: dict[int, Watch] = {}
+        self.watches: dict[int, Watch] = {}        # Open.volatile_id -> Watch
+        self._modified: dict[str, int] = {}        # host path -> change bits not yet reported
 
-    def report(self, host_path: str, kind: str, is_dir: bool, new_path: str | None = None) -> None:
+    # ---- events
+    def report(self, host_path: str, kind, is_dir: bool, new_path: str | None = None, info=None) -> None:
+        """A change of the object at host_path. kind: "added", "removed", "renamed" (to new_path),
+        "delete_pending", a MODIFY_KINDS name, "basic" (a FileBasicInformation `info`) or a
+        FILE_NOTIFY_CHANGE_* mask of a modification."""
+        if kind == "delete_pending":
+            self._delete_pending(host_path)
+            return
+        if kind in ("added", "removed"):
+            self._modified.pop(host_path, None)
+            if self.watches:
+                name_bit = FILE_NOTIFY_CHANGE_DIR_NAME if is_dir else FILE_NOTIFY_CHANGE_FILE_NAME
+                self._emit(host_path, ACTION_ADDED if kind == "added" else ACTION_REMOVED, name_bit)
+            return
+        if kind == "renamed":
+            self._renamed(host_path, new_path, is_dir)
+            return
         if not self.watches:
             return
-        bit = _filter_for(kind, is_dir)
+        bits = basic_info_filter(info) if kind == "basic" else \
+            (kind if isinstance(kind, int) else MODIFY_KINDS.get(kind, FILE_NOTIFY_CHANGE_LAST_WRITE))
+        if bits:
+            self._modified[host_path] = self._modified.get(host_path, 0) | bits
+
+    def _renamed(self, src: str, dst: str, is_dir: bool) -> None:
+        """MS-FSA 2.1.5.14.11: within one directory RENAMED_OLD_NAME / RENAMED_NEW_NAME, across
+        directories REMOVED / ADDED (MS-FSCC 2.7.1); a renamed file is also modified (its attributes
+        and change time), reported when a handle of it is closed (smb2.notify.mask-change, rec)."""
+        pending = self._modified.pop(src, 0)
+        if is_dir:
+            prefix = src.rstrip("/") + "/"      # changes under a renamed directory move along
+            for p in [p for p in self._modified if p.startswith(prefix)]:
+                self._modified[dst.rstrip("/") + "/" + p[len(prefix):]] = self._modified.pop(p)
+        if self.watches:
+            name_bit = FILE_NOTIFY_CHANGE_DIR_NAME if is_dir else FILE_NOTIFY_CHANGE_FILE_NAME
+            same_dir = os.path.dirname(src.rstrip("/")) == os.path.dirname(dst.rstrip("/"))
+            self._emit(src, ACTION_RENAMED_OLD if same_dir else ACTION_REMOVED, name_bit)
+            self._emit(dst, ACTION_RENAMED_NEW if same_dir else ACTION_ADDED, name_bit)
+            if not is_dir:
+                pending |= FILE_NOTIFY_CHANGE_ATTRIBUTES | FILE_NOTIFY_CHANGE_CREATION
+        if pending:
+            self._modified[dst] = pending
+
+    def _emit(self, host_path: str, action: int, bits: int) -> None:
+        """MS-FSA 2.1.4.1: every watch on the object's parent directory (or an ancestor, with
+        WatchTree) whose CompletionFilter shares a bit with the change gets the event."""
         for w in list(self.watches.values()):
-            if not w.filter & bit:
+            if not w.filter & bits:
                 continue
-            base = w.open.host_path.rstrip("/") + "/"
-            items = []
-            if kind == "renamed":
-                for action, path in ((ACTION_RENAMED_OLD, host_path), (ACTION_RENAMED_NEW, new_path)):
-                    rel = self._rel(base, path, w.recursive)
-                    if rel is not None:
-                        items.append((action, rel))
-                if len(items) == 1:  # moved in or out of the watched directory
-                    items = [(ACTION_REMOVED if items[0][0] == ACTION_RENAMED_OLD else ACTION_ADDED, items[0][1])]
-            else:
-                rel = self._rel(base, host_path, w.recursive)
-                if rel is not None:
-                    action = {"added": ACTION_ADDED, "removed": ACTION_REMOVED}.get(kind, ACTION_MODIFIED)
-                    items.append((action, rel))
-            if items:
-                self._deliver(w, items)
+            rel = self._rel(w.open.host_path.rstrip("/") + "/", host_path, w.recursive)
+            if rel is not None:
+                w.add(action, rel)
+                self._flush(w)
 
     @staticmethod
     def _rel(base: str, path: str | None, recursive: bool) -> str | None:
         if not path or not path.startswith(base):
             return None
-        rel = path[len(base):]
+        rel = path[len(base):].rstrip("/")
         if not rel or (not recursive and "/" in rel):
             return None
         return rel.replace("/", "\\")
 
-    def _deliver(self, w: Watch, items) -> None:
-        w.buffered.extend(items)
-        if len(w.buffered) > MAX_BUFFERED:
-            w.overflow = True
-            w.buffered.clear()
-        self._flush(w)
-
     def _flush(self, w: Watch) -> None:
-        while w.pending and (w.buffered or w.overflow):
+        while w.pending and (w.events or w.overflow):
             op, outlen = w.pending.pop(0)
-            if w.overflow:
-                w.overflow = False
-                op.complete(st.STATUS_NOTIFY_ENUM_DIR, [q.pack_output_buffer(b"")])
-                continue
-            data = encode_entries(w.buffered)
-            w.buffered.clear()
-            if len(data) > outlen:
-                op.complete(st.STATUS_NOTIFY_ENUM_DIR, [q.pack_output_buffer(b"")])
-            else:
-                op.complete(st.STATUS_SUCCESS, [q.pack_output_buffer(data)])
+            status, data = w.take(outlen)
+            op.complete(status, [q.pack_output_buffer(data)])
 
+    def _delete_pending(self, host_path: str) -> None:
+        """Delete-on-close set on a watched directory: its waiting requests complete with
+        STATUS_DELETE_PENDING (as Windows and Samba do; smb2.notify.rmdir1-4)."""
+        path = host_path.rstrip("/")
+        for w in list(self.watches.values()):
+            if w.open.host_path.rstrip("/") == path and w.pending:
+                pending, w.pending = w.pending, []
+                for op, _ in pending:
+                    op.complete(st.STATUS_DELETE_PENDING, [q.pack_output_buffer(b"")])
+
+    # ---- open teardown
     def on_close(self, o) -> None:
+        """A handle closes: report what was changed through the file's handles (NTFS reports these
+        at cleanup), and end the handle's own watch: its waiting requests complete with
+        STATUS_NOTIFY_CLEANUP (MS-SMB2 3.3.4.? / MS-FSA 2.1.5.4)."""
+        bits = self._modified.pop(o.host_path, 0)
+        if bits and not o.delete_on_close and self.watches:
+            self._emit(o.host_path, ACTION_MODIFIED, bits)
         w = self.watches.pop(o.volatile_id, None)
         if w is None:
             return
-        for op, _ in w.pending:
+        pending, w.pending = w.pending, []
+        for op, _ in pending:
             op.complete(st.STATUS_NOTIFY_CLEANUP, [q.pack_output_buffer(b"")])
-        w.pending.clear()
 
 
 def change_notify(req) -> Reply:
+    """MS-SMB2 3.3.5.19."""
     flags, outlen, fid, filt = q.parse_change_notify(req.msg)
     o = req.open(fid)
     if not o.is_directory:
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     if outlen > req.server.config.max_transact_size:
         raise SmbError(st.STATUS_INVALID_PARAMETER)
+    if not o.access & FILE_LIST_DIRECTORY:
+        raise SmbError(st.STATUS_ACCESS_DENIED)     # MS-FSA 2.1.5.10 (Samba: change_notify_create)
     mgr = req.server.notify
     w = mgr.watches.get(o.volatile_id)
     if w is None:
-        w = mgr.watches[o.volatile_id] = Watch(o, filt, bool(flags & q.WATCH_TREE))
-    else:
-        w.filter, w.recursive = filt, bool(flags & q.WATCH_TREE)
-    if w.overflow or w.buffered:
-        op_status, data = (st.STATUS_NOTIFY_ENUM_DIR, b"") if w.overflow else (st.STATUS_SUCCESS,
-                                                                                 encode_entries(w.buffered))
-        w.overflow = False
-        w.buffered.clear()
-        if len(data) > outlen:
-            return Reply(q.pack_output_buffer(b""), st.STATUS_NOTIFY_ENUM_DIR)
-        return Reply(q.pack_output_buffer(data), op_status)
+        w = mgr.watches[o.volatile_id] = Watch(o, filt, bool(flags & q.WATCH_TREE), outlen)
+    if w.events or w.overflow:
+        status, data = w.take(outlen)
+        return Reply(q.pack_output_buffer(data), status)
 
     def _cancel(op):
         w.pending[:] = [(p, n) for (p, n) in w.pending if p is not op]

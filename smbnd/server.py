@@ -44,6 +44,7 @@ class Server:
         self.files = FileTable()
         self.locks = LockManager(self)
         self.oplocks = OplockManager(self)
+        self.oplocks.directory_leasing = config.directory_leasing   # opt-in, see config
         self.notify = NotifyManager(self)
         # persistent handles are advertised only once they are implemented (CA issue)
         self.persistent_handles = False

@@ -115,6 +115,8 @@ class Open:
     file_key: Any = None           # identity of the underlying file (dev, ino) for sharing checks
     write_through: bool = False
     closed: bool = False
+    stream: str = ""               # named data stream ("" = the file/directory itself); host_path is the base
+    ea_index: int = 0              # FileFullEaInformation enumeration position (MS-FSA 2.1.5.11)
 
     @property
     def file_id(self) -> bytes:

@@ -16,8 +16,9 @@ Path rules (``ShareFS.lookup``/``resolve``), in the order they are applied:
   OBJECT_NAME_INVALID. Trailing dots/spaces are kept verbatim: the SMB
   server hands names to NTFS unmodified (no Win32 stripping).
 * ``:`` starts a stream in the last component only: ``name::$DATA`` is the
-  file itself; any named stream or other type -> OBJECT_NAME_INVALID
-  (no named-stream support, cf. smb2.create_no_streams).
+  file itself; ``name:s`` / ``name:s:$DATA`` is the named data stream ``s``
+  (``Lookup.stream_name``, stored by ``smbnd.vfs_streams``); other stream
+  types, empty names and wildcards in stream names -> OBJECT_NAME_INVALID.
 * each component is looked up exactly first, then case-insensitively
   (Windows simple upcase) in the directory unless ``case_sensitive``;
   missing intermediate -> OBJECT_PATH_NOT_FOUND, intermediate that is not a
@@ -44,6 +45,9 @@ import zlib
 from dataclasses import dataclass
 
 from smbnd import status as st
+from smbnd.vfs_ea import EaSdStore
+from smbnd.vfs_short import maybe_short, short_name
+from smbnd.vfs_streams import StreamStore
 from smbnd.vfs_meta import (  # noqa: F401  (re-exported API)
     _F_ATTRS,
     _F_CHANGE,
@@ -56,6 +60,7 @@ from smbnd.vfs_meta import (  # noqa: F401  (re-exported API)
     _birth_ns,
     _fallocate,
     _Record,
+    data_allocation,
     filetime_to_unix_ns,
     map_oserror,
     unix_to_filetime,
@@ -103,6 +108,7 @@ class FileInfo:
     is_directory: bool
     name: str
     ea_size: int = 0
+    short_name: str = ""    # 8.3 alias for directory listings (filled by the caller)
 
 
 @dataclass
@@ -115,6 +121,7 @@ class Lookup:
     smb_path: str = ""      # share-relative, backslash separated, on-disk case
     trailing_sep: bool = False
     stream: str = ""
+    stream_name: str = ""   # named data stream of the object (vfs_streams), "" for none
 
 
 _RACY_NS = 100_000_000  # directory mtimes this recent are not trusted for negative lookups
@@ -142,6 +149,8 @@ class ShareFS:
         self._dircache: dict[str, _DirIndex] = {}
         self._mem: dict[tuple[int, int], _Record] = {}
         self._xattr_ok = True
+        self.streams = StreamStore(self)   # named data streams (sidecar files)
+        self.meta = EaSdStore(self)        # EAs and security descriptors (xattrs)
 
     map_oserror = staticmethod(map_oserror)
 
@@ -194,6 +203,8 @@ class ShareFS:
         key = upcase(comp)
         ent = self._dir_index(d)
         hit = ent.index.get(key)
+        if hit is None and maybe_short(comp):   # an 8.3 alias (smbnd.vfs_short)
+            hit = next((n for n in ent.index.values() if short_name(n) == key), None)
         if hit is None and ent.stable:
             return None
         if hit is not None and os.path.lexists(os.path.join(d, hit)):
@@ -221,7 +232,8 @@ class ShareFS:
         shown: list[str] = []
         comps = p.components
         if not comps:
-            return Lookup(st.STATUS_SUCCESS, cur, True, True, "", "", p.trailing_sep, p.stream)
+            return Lookup(st.STATUS_SUCCESS, cur, True, True, "", "", p.trailing_sep, p.stream,
+                          p.stream_name)
         last = len(comps) - 1
         for i, comp in enumerate(comps):
             actual = self._child(cur, comp)
@@ -232,7 +244,7 @@ class ShareFS:
                     return Lookup(st.STATUS_OBJECT_NAME_NOT_FOUND)
                 shown.append(comp)
                 return Lookup(st.STATUS_SUCCESS, os.path.join(cur, comp), False, False, comp,
-                              "\\".join(shown), p.trailing_sep, p.stream)
+                              "\\".join(shown), p.trailing_sep, p.stream, p.stream_name)
             path = os.path.join(cur, actual)
             lst = os.lstat(path)
             if S.S_ISLNK(lst.st_mode):
@@ -257,7 +269,7 @@ class ShareFS:
             if p.trailing_sep and not is_dir:
                 return Lookup(st.STATUS_OBJECT_NAME_INVALID)
             return Lookup(st.STATUS_SUCCESS, path, True, is_dir, actual, "\\".join(shown),
-                          p.trailing_sep, p.stream)
+                          p.trailing_sep, p.stream, p.stream_name)
         raise AssertionError("unreachable")
 
     def resolve(self, smb_path: str, *, for_create: bool,
@@ -321,7 +333,10 @@ class ShareFS:
             if rec is not None and rec.flags & _F_SPARSE:
                 attrs = (attrs & ~FILE_ATTRIBUTE_NORMAL) | FILE_ATTRIBUTE_SPARSE_FILE
             eof = sres.st_size
-            alloc = max(sres.st_blocks * 512, (eof + 4095) & ~4095)
+            alloc = sres.st_blocks * 512
+            if alloc > (eof + 4095) & ~4095:   # preallocated, or an ext4 xattr block counted in st_blocks
+                alloc = data_allocation(path, alloc)
+            alloc = max(alloc, (eof + 4095) & ~4095)
         return FileInfo(
             creation_time=self._creation_ft(path, sres, rec),
             last_access_time=unix_to_filetime(sres.st_atime_ns),
@@ -334,6 +349,7 @@ class ShareFS:
             nlink=sres.st_nlink,
             is_directory=is_dir,
             name=name,
+            ea_size=self.meta.ea_size(path) if self._xattr_ok else 0,
         )
 
     def stat(self, host_path: str, name_hint: str | None = None) -> FileInfo:
@@ -527,6 +543,16 @@ class ShareFS:
         self.invalidate(os.path.dirname(host_path))
         return st.STATUS_SUCCESS
 
+    def delete_object(self, host_path: str, is_dir: bool) -> None:
+        """Remove a file or (empty) directory together with its named streams
+        (MS-FSA 2.1.5.4: the last close of a delete-pending file). Raises OSError."""
+        sres = os.lstat(host_path)
+        store = self.streams.dir_of(host_path) if is_dir or sres.st_nlink <= 1 else None
+        os.rmdir(host_path) if is_dir else os.unlink(host_path)
+        self.streams.drop_dir(store)
+        self.meta.forget(sres)
+        self._forget(host_path, sres if is_dir or sres.st_nlink <= 1 else None)
+
     def unlink(self, host_path: str) -> int:
         if self.read_only:
             return st.STATUS_ACCESS_DENIED
@@ -534,6 +560,8 @@ class ShareFS:
             sres = os.lstat(host_path)
             if S.S_ISDIR(sres.st_mode):
                 return st.STATUS_FILE_IS_A_DIRECTORY
+            if sres.st_nlink <= 1:
+                self.streams.remove_all(host_path)
             os.unlink(host_path)
         except OSError as e:
             return map_oserror(e)
@@ -550,7 +578,9 @@ class ShareFS:
             sres = os.lstat(host_path)
             if not S.S_ISDIR(sres.st_mode):
                 return st.STATUS_NOT_A_DIRECTORY
+            store = self.streams.dir_of(host_path)
             os.rmdir(host_path)
+            self.streams.drop_dir(store)
         except OSError as e:
             if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 return st.STATUS_DIRECTORY_NOT_EMPTY
@@ -587,6 +617,8 @@ class ShareFS:
                     return st.STATUS_OBJECT_NAME_COLLISION
                 if S.S_ISDIR(d_st.st_mode):
                     return st.STATUS_ACCESS_DENIED
+                if d_st.st_nlink <= 1:
+                    self.streams.remove_all(dst)   # the replaced file's streams go with it
                 if dst != target or S.S_ISDIR(s_st.st_mode):
                     os.unlink(dst)
                     self._forget(dst, d_st if d_st.st_nlink <= 1 else None)

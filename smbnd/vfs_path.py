@@ -109,6 +109,7 @@ class ParsedPath:
     components: tuple[str, ...]
     trailing_sep: bool = False
     stream: str = ""  # "" or "::$DATA"
+    stream_name: str = ""  # named data stream ("file:name" / "file:name:$DATA"), "" for none
 
 
 def _utf16_units(s: str) -> int:
@@ -128,6 +129,7 @@ def parse_smb_path(path: str, *, allow_leading_sep: bool = False) -> tuple[int, 
     raw = path.replace("/", "\\").split("\\") if path else []
     out: list[str] = []
     stream = ""
+    stream_name = ""
     last_i = len(raw) - 1
     for i, comp in enumerate(raw):
         if comp == "":
@@ -145,10 +147,17 @@ def parse_smb_path(path: str, *, allow_leading_sep: bool = False) -> tuple[int, 
                 return st.STATUS_OBJECT_NAME_INVALID, None
             sname = parts[0]
             stype = parts[1] if len(parts) == 2 else None
-            if sname == "" and stype is not None and upcase(stype) == "$DATA":
+            if stype is not None and upcase(stype) != "$DATA":
+                return st.STATUS_OBJECT_NAME_INVALID, None  # only data streams (MS-FSA 2.1.5.1)
+            if sname == "":
+                if stype is None:  # "name:"
+                    return st.STATUS_OBJECT_NAME_INVALID, None
                 stream = "::$DATA"
-            else:  # "name:", "name::", named streams, other types
+            elif comp in (".", "..") or has_wildcards(sname) \
+                    or _utf16_units(sname) > MAX_COMPONENT_UNITS:
                 return st.STATUS_OBJECT_NAME_INVALID, None
+            else:  # "name:stream" or "name:stream:$DATA"
+                stream_name = sname
         if comp == "..":
             if not out:
                 return st.STATUS_OBJECT_PATH_SYNTAX_BAD, None
@@ -168,7 +177,12 @@ def parse_smb_path(path: str, *, allow_leading_sep: bool = False) -> tuple[int, 
             comp.encode("utf-8")  # unpaired UTF-16 surrogates cannot name a host file
         except UnicodeEncodeError:
             return st.STATUS_OBJECT_NAME_INVALID, None
-    return st.STATUS_SUCCESS, ParsedPath(tuple(out), trailing, stream)
+    if stream_name:
+        try:
+            stream_name.encode("utf-8")
+        except UnicodeEncodeError:
+            return st.STATUS_OBJECT_NAME_INVALID, None
+    return st.STATUS_SUCCESS, ParsedPath(tuple(out), trailing, stream, stream_name)
 
 
 def _windows_name_ok(name: str) -> bool:

@@ -151,7 +151,7 @@ class Raw:
         self.negotiate(dialects)
         self.login()
         self.tree_connect()
-        self.fid = self.create(name)
+        self.fid = self.create(name, disp=5)   # FILE_OVERWRITE_IF: start from an empty file
         status, _ = self.call(WRITE, write_body(self.fid, SENTINEL))
         assert status == 0
         return self
@@ -491,6 +491,34 @@ def test_huge_lengths(victim, case):
     assert status == 0 and m[80:80 + len(SENTINEL)] == SENTINEL
     with open(os.path.join(victim.server.paths["data"], "victim.bin"), "rb") as f:
         assert f.read() == SENTINEL
+
+
+FSCTL_SET_ZERO_DATA = 0x000980C8
+FSCTL_SET_SPARSE = 0x000900C4
+
+
+@pytest.mark.parametrize("sparse_flag", [False, True])
+def test_set_zero_data_over_huge_sparse_range(server, sparse_flag):
+    """FSCTL_SET_ZERO_DATA (MS-FSCC 2.3.75) over a multi-TiB sparse range must not write TiB of zeros
+    (a one-request disk-filling DoS); data inside the range is zeroed, data outside is kept."""
+    c = Raw(server).ready("sparse.bin")
+    path = os.path.join(server.paths["data"], "sparse.bin")
+    try:
+        assert c.call(WRITE, write_body(c.fid, b"TAIL", offset=1 << 40))[0] == 0   # host-level hole
+        if sparse_flag:
+            assert c.call(IOCTL, ioctl_body(fid=c.fid, code=FSCTL_SET_SPARSE))[0] == 0
+        c.s.settimeout(5)
+        status, _ = c.call(IOCTL, ioctl_body(fid=c.fid, code=FSCTL_SET_ZERO_DATA,
+                                             inp=struct.pack("<QQ", 4, (1 << 40) + 2)))
+        assert status == 0
+        assert os.stat(path).st_blocks * 512 < 16 * 1024 * 1024
+        status, m = c.call(READ, read_body(c.fid, len(SENTINEL)))
+        assert status == 0 and m[80:80 + len(SENTINEL)] == SENTINEL[:4] + b"\0" * (len(SENTINEL) - 4)
+        status, m = c.call(READ, read_body(c.fid, 4, offset=1 << 40))
+        assert status == 0 and m[80:84] == b"\0\0IL"
+    finally:
+        c.close()
+        os.unlink(path)
 
 
 def test_read_length_on_202_without_multicredit(server):

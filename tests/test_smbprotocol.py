@@ -4,7 +4,6 @@ blocking locks and cancel), CHANGE_NOTIFY, and raw path-escape attempts."""
 import hashlib
 import os
 import struct
-import threading
 import time
 import uuid
 
@@ -561,8 +560,11 @@ def outside(server):
     ("\\secret.txt", st.STATUS_INVALID_PARAMETER),
     ("\\..\\secret.txt", st.STATUS_INVALID_PARAMETER),
     ("/etc/passwd", st.STATUS_INVALID_PARAMETER),
-    ("inside.txt:evil", st.STATUS_OBJECT_NAME_INVALID),
-    ("inside.txt:evil:$DATA", st.STATUS_OBJECT_NAME_INVALID),
+    ("inside.txt:..\\..\\secret.txt", st.STATUS_OBJECT_NAME_INVALID),   # ':' before the last component
+    ("inside.txt:evil:$BOGUS", st.STATUS_OBJECT_NAME_INVALID),           # only $DATA streams
+    ("inside.txt:ev*l", st.STATUS_OBJECT_NAME_INVALID),
+    ("..:evil", st.STATUS_OBJECT_NAME_INVALID),
+    (".smbnd:streams\\x", st.STATUS_OBJECT_NAME_INVALID),                 # the stream store is unreachable
     ("dir:x\\file", st.STATUS_OBJECT_NAME_INVALID),
     ("..:$DATA", st.STATUS_OBJECT_NAME_INVALID),
     ("a<b>.txt", st.STATUS_OBJECT_NAME_INVALID),
@@ -590,7 +592,7 @@ def test_path_escape(client, server, outside, name, status):
     ("\\..\\stolen.txt", st.STATUS_OBJECT_PATH_SYNTAX_BAD),
     ("a\\..\\..\\stolen.txt", st.STATUS_OBJECT_PATH_SYNTAX_BAD),
     ("link_out\\stolen.txt", st.STATUS_ACCESS_DENIED),
-    ("victim.txt:evil", st.STATUS_OBJECT_NAME_INVALID),
+    ("stolen.txt:ev*l", st.STATUS_OBJECT_NAME_INVALID),
     ("st<o>len.txt", st.STATUS_OBJECT_NAME_INVALID),
 ])
 def test_rename_escape(client, server, outside, target, status):
@@ -614,6 +616,33 @@ def test_rename_escape(client, server, outside, target, status):
     o.close()
     assert (set(os.listdir(server.root)), set(os.listdir(server.paths["data"]))) == before
     assert not os.path.lexists(os.path.join(server.root, "stolen.txt"))
+
+
+def test_named_stream_stays_with_its_file(client, server, outside):
+    """'file:stream' either names a data stream of that file or is refused (OBJECT_NAME_INVALID,
+    no stream support): it never creates a host file named 'file:stream', never changes the base
+    file's data and never writes outside the share."""
+    share = server.paths["data"]
+    before_root = set(os.listdir(server.root))
+    try:
+        o = client.open("inside.txt:evil", disposition=CreateDisposition.FILE_OPEN_IF)
+    except SMBResponseException as e:
+        assert e.status == st.STATUS_OBJECT_NAME_INVALID
+    else:
+        o.write(b"stream data")
+        o.close()
+        o = client.open("inside.txt:evil:$DATA", disposition=CreateDisposition.FILE_OPEN)
+        assert o.read(0, 11) == b"stream data"
+        o.close()
+    with open(os.path.join(share, "inside.txt")) as f:
+        assert f.read() == "inside"
+    assert set(os.listdir(server.root)) == before_root
+    assert not os.path.lexists(os.path.join(share, "inside.txt:evil"))
+    d = client.opendir("")
+    names = {e["file_name"].get_value().decode("utf-16-le")
+             for e in d.query_directory("*", FileInformationClass.FILE_NAMES_INFORMATION)}
+    d.close()
+    assert not [n for n in names if ":" in n]
 
 
 def test_default_data_stream_opens_file(client, outside):

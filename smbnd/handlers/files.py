@@ -15,6 +15,8 @@ from ..vfs import VfsError
 from ..wire import create as cr
 from ..wire import messages as m
 from . import access as ac
+from . import acl
+from . import create_ext as cx
 
 log = logging.getLogger("smbnd.files")
 
@@ -30,14 +32,17 @@ def create(req) -> Reply:
     if r.impersonation_level > 3:
         raise SmbError(st.STATUS_BAD_IMPERSONATION_LEVEL)
     if r.disposition > cr.FILE_OVERWRITE_IF or r.options & ~cr.CREATE_OPTIONS_VALID \
-            or r.file_attributes & ~0x7FB7 or r.share_access & ~0x7:
+            or r.share_access & ~0x7:
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     if r.options & cr.FILE_RESERVE_OPFILTER:
         raise SmbError(st.STATUS_NOT_SUPPORTED)
     if (r.options & cr.FILE_DIRECTORY_FILE) and (r.options & cr.FILE_NON_DIRECTORY_FILE):
         raise SmbError(st.STATUS_INVALID_PARAMETER)
+    # the access mask is judged before the attributes (Windows, smb2.create.gentest)
     if r.desired_access & ~ac.VALID_ACCESS_MASK:
         raise SmbError(st.STATUS_ACCESS_DENIED)
+    if r.file_attributes & ~0x7FB7:
+        raise SmbError(st.STATUS_INVALID_PARAMETER)
     if r.oplock_level not in (0, 1, 8, 9, 0xFF):
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     if tree.share.is_ipc:
@@ -50,12 +55,14 @@ def create(req) -> Reply:
     # contexts that change the open (others are parsed and ignored per 3.3.5.9)
     if cr.CTX_TIMEWARP_TOKEN in r.contexts:
         raise SmbError(st.STATUS_OBJECT_NAME_NOT_FOUND)   # no snapshots on this share
-    if cr.CTX_EA_BUFFER in r.contexts:
-        raise SmbError(st.STATUS_EAS_NOT_SUPPORTED)
     fs = tree.share.fs
-    status, host = fs.resolve(r.name, for_create=True)
-    if status != st.STATUS_SUCCESS:
-        raise SmbError(status)
+    lk = fs.lookup(r.name, for_create=True)
+    if lk.status != st.STATUS_SUCCESS:
+        raise SmbError(lk.status)
+    host, stream = lk.host_path, lk.stream_name
+    eas = cx.parse_ea_context(r, fs)            # 2.2.13.2.1
+    given_sd = acl.parse_sd_context(r)          # 2.2.13.2.2
+    alloc = cx.parse_alloc_context(r)           # 2.2.13.2.6
     try:
         existing = os.lstat(host)
     except FileNotFoundError:
@@ -65,13 +72,24 @@ def create(req) -> Reply:
     read_only_share = tree.share.config.read_only
     access = ac.map_generic(r.desired_access, read_only=read_only_share)
     is_dir_req = bool(r.options & cr.FILE_DIRECTORY_FILE)
+    if stream and is_dir_req:
+        raise SmbError(st.STATUS_NOT_A_DIRECTORY)   # a data stream is never a directory (MS-FSA 2.1.5.1)
+    # the object opened: the file/directory itself, or a named stream's data (sidecar file)
+    data, data_exists = (cx.stream_data_path(fs, host, stream, existing is not None) if stream
+                         else (host, existing is not None))
     action = cr.FILE_OPENED
     disp = r.disposition
+    base_is_dir = existing is not None and stmod.S_ISDIR(existing.st_mode)
     if existing is not None:
-        is_dir = stmod.S_ISDIR(existing.st_mode)
         state = server.file_state((existing.st_dev, existing.st_ino), create=False)
         if state is not None and state.delete_pending:
             raise SmbError(st.STATUS_DELETE_PENDING)
+    if data_exists:
+        is_dir = base_is_dir and not stream
+        if stream:
+            state = server.file_state(cx.state_key(existing, stream), create=False)
+            if state is not None and state.delete_pending:
+                raise SmbError(st.STATUS_DELETE_PENDING)
         if disp == cr.FILE_CREATE:
             raise SmbError(st.STATUS_OBJECT_NAME_COLLISION)
         if is_dir and r.options & cr.FILE_NON_DIRECTORY_FILE:
@@ -84,12 +102,14 @@ def create(req) -> Reply:
                                                                     cr.FILE_SUPERSEDE)):
             raise SmbError(st.STATUS_ACCESS_DENIED)
         attrs = fs.stat(host).attributes
-        if attrs & ac.FILE_ATTRIBUTE_READONLY and not is_dir:
+        if attrs & ac.FILE_ATTRIBUTE_READONLY and not base_is_dir:
             if access & (cr.FILE_WRITE_DATA | cr.FILE_APPEND_DATA) or disp in (
                     cr.FILE_OVERWRITE, cr.FILE_OVERWRITE_IF, cr.FILE_SUPERSEDE):
                 raise SmbError(st.STATUS_ACCESS_DENIED)
             if r.options & cr.FILE_DELETE_ON_CLOSE:
                 raise SmbError(st.STATUS_CANNOT_DELETE)
+        # MS-FSA 2.1.5.1.2.1: the object's security descriptor
+        access = cx.check_existing_access(req, fs, host, r.desired_access, read_only_share)
         if disp in (cr.FILE_OVERWRITE, cr.FILE_OVERWRITE_IF):
             action = cr.FILE_OVERWRITTEN
         elif disp == cr.FILE_SUPERSEDE:
@@ -102,14 +122,24 @@ def create(req) -> Reply:
         is_dir = is_dir_req
         if is_dir and r.file_attributes & ac.FILE_ATTRIBUTE_TEMPORARY:
             raise SmbError(st.STATUS_INVALID_PARAMETER)
+        if existing is not None and not base_is_dir \
+                and fs.stat(host).attributes & ac.FILE_ATTRIBUTE_READONLY:
+            raise SmbError(st.STATUS_ACCESS_DENIED)   # a new stream writes to a read-only file
         action = cr.FILE_CREATED
     if r.options & cr.FILE_DELETE_ON_CLOSE and not (access & cr.DELETE):
         raise SmbError(st.STATUS_ACCESS_DENIED)
+    # MS-SMB2 3.3.5.9.8 / 3.3.5.9.11: the lease context, and its key not bound to another file
+    lease_req = server.oplocks.lease_request(req, r)
+    server.oplocks.check_lease_key(req, lease_req, cx.state_key(existing, stream) if data_exists else None)
     # create or open the object
     created = action == cr.FILE_CREATED
+    base_created = False
     try:
         if created:
-            if is_dir:
+            if stream:
+                fd, data, base_created = cx.create_stream(fs, host, stream, existing is not None,
+                                                          r.file_attributes)
+            elif is_dir:
                 os.mkdir(host, 0o777)
                 fd = None
             else:
@@ -119,34 +149,61 @@ def create(req) -> Reply:
         else:
             flags = os.O_RDWR if (access & ac.WRITE_LIKE or action != cr.FILE_OPENED) and not read_only_share \
                 else os.O_RDONLY
-            fd = os.open(host, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(data, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
         if e.errno == errno.EEXIST:
             raise SmbError(st.STATUS_OBJECT_NAME_COLLISION) from None
         raise SmbError(fs.map_oserror(e)) from None
-    stt = os.fstat(fd) if fd is not None else os.stat(host)
-    key = (stt.st_dev, stt.st_ino)
-    state = server.file_state(key, create=True, path=host)
+    stt = os.stat(host) if stream else os.fstat(fd) if fd is not None else os.stat(host)
+    key = cx.state_key(stt, stream)
+    state = server.file_state(key, create=True, path=data)
     # share modes (MS-FSA 2.1.5.1.2 / 2.1.5.1.2.1)
     conflict = ac.sharing_conflict(state.opens, access, r.share_access)
+    # MS-FSA 2.1.5.1.2 / 2.1.4.12: break the other opens' oplocks and leases first; wait for the
+    # acknowledgments (interim STATUS_PENDING, the whole CREATE re-runs on each state change), then
+    # check sharing again: a holder may have closed its handle meanwhile
+    overwrite = action in (cr.FILE_OVERWRITTEN, cr.FILE_SUPERSEDED)
+    wait, grant = server.oplocks.check_open(req, state, access, lease_req, conflict, overwrite,
+                                            bool(r.options & cr.FILE_DELETE_ON_CLOSE))
+    if wait and not created:
+        parked = server.oplocks.park(req, key, create)
+        if parked is not None:
+            if fd is not None:
+                os.close(fd)
+            server.release_file_state(state)
+            return parked
     if conflict:
         if fd is not None:
             os.close(fd)
         if created:
-            _undo_create(host, is_dir)
+            _undo_create(fs, host, is_dir, stream and data, base_created)
         server.release_file_state(state)
         raise SmbError(st.STATUS_SHARING_VIOLATION)
     if action in (cr.FILE_OVERWRITTEN, cr.FILE_SUPERSEDED):
         os.ftruncate(fd, 0)
-    if created:
+        if not stream:
+            fs.streams.remove_all(host)   # overwriting the file drops its named streams (as Samba)
+    if created and not stream:
         fs.init_metadata(host, r.file_attributes & ~ac.FILE_ATTRIBUTE_DIRECTORY)
-    elif action in (cr.FILE_OVERWRITTEN, cr.FILE_SUPERSEDED):
+    elif action in (cr.FILE_OVERWRITTEN, cr.FILE_SUPERSEDED) and not stream:
         fs.set_attributes(host, (r.file_attributes | ac.FILE_ATTRIBUTE_ARCHIVE) & ~ac.FILE_ATTRIBUTE_DIRECTORY)
+    if action != cr.FILE_OPENED:
+        try:
+            cx.finish_object(req, fs, host, is_dir, created and (not stream or base_created), fd, eas,
+                             given_sd, alloc)
+        except SmbError:
+            if fd is not None:
+                os.close(fd)
+            if created:
+                _undo_create(fs, host, is_dir, stream and data, base_created)
+            server.release_file_state(state)
+            raise
     pid, vid = server.new_file_ids()
     o = Open(persistent_id=pid, volatile_id=vid, tree=tree, session=req.session, name=r.name, host_path=host,
              is_directory=is_dir, access=access, share_access=r.share_access, create_options=r.options, fd=fd,
              write_through=bool(r.options & cr.FILE_WRITE_THROUGH))
     o.file_key = key
+    o.stream = stream
     if r.options & cr.FILE_DELETE_ON_CLOSE:
         o.delete_on_close = True
     state.opens.append(o)
@@ -158,21 +215,25 @@ def create(req) -> Reply:
         out_ctx.append((cr.CTX_QUERY_MAXIMAL_ACCESS, struct.pack("<II", 0, tree.maximal_access)))
     if cr.CTX_QUERY_ON_DISK_ID in r.contexts:
         out_ctx.append((cr.CTX_QUERY_ON_DISK_ID, struct.pack("<QQ16s", stt.st_ino, stt.st_dev, b"")))
-    oplock_level, lease_ctx = server.oplocks.on_create(req, o, r)
+    oplock_level, lease_ctx = server.oplocks.grant(req, o, r, grant, existed=not created, overwrite=overwrite,
+                                                   brlocks=bool(state.locks))
     if lease_ctx:
         out_ctx.append((cr.CTX_REQUEST_LEASE, lease_ctx))
-    if created:
+    if created and not stream:
         server.notify.report(host, "added", is_dir)
     elif action != cr.FILE_OPENED:
-        server.notify.report(host, "modified", is_dir)
-    info = fs.stat(host)
+        server.notify.report(host, "modified", is_dir)   # a stream change modifies its file
+    info = cx.open_info(fs, host, fd, stream)
     return Reply(cr.pack_create_response(oplock_level, 0, action, _times(info), info.allocation_size,
                                          info.end_of_file, info.attributes, o.file_id, out_ctx))
 
 
-def _undo_create(host: str, is_dir: bool) -> None:
+def _undo_create(fs, host: str, is_dir: bool, stream_data=None, base_created: bool = False) -> None:
+    if stream_data:
+        cx.undo_stream_create(fs, host, stream_data, base_created)
+        return
     try:
-        os.rmdir(host) if is_dir else os.unlink(host)
+        fs.delete_object(host, is_dir)
     except OSError:
         pass
 
@@ -187,6 +248,8 @@ def close_open(server, o: Open) -> None:
     server.oplocks.on_close(o)
     server.notify.on_close(o)
     if o.is_pipe:
+        if o.pipe is not None:
+            o.pipe.close()      # pipes.Pipe: fail waiting reads, orphan the RPC association
         return
     state = server.file_state(o.file_key, create=False)
     o.close_fd()
@@ -197,14 +260,16 @@ def close_open(server, o: Open) -> None:
     server.locks.on_close(state, o)
     if o.delete_on_close:
         state.delete_pending = True
+        server.notify.report(state.path, "delete_pending", o.is_directory)
     if not state.opens:
         if state.delete_pending:
             try:
-                if o.is_directory:
-                    os.rmdir(state.path)
-                else:
-                    os.unlink(state.path)
-                server.notify.report(state.path, "removed", o.is_directory)
+                if o.stream:   # only the named stream goes (MS-FSA 2.1.5.4)
+                    o.tree.share.fs.streams.remove_data_path(state.path)
+                    server.notify.report(o.host_path, "modified", False)
+                else:          # the file with all its streams
+                    o.tree.share.fs.delete_object(state.path, o.is_directory)
+                    server.notify.report(state.path, "removed", o.is_directory)
             except OSError as e:
                 log.info("delete on close of %s failed: %s", state.path, e.strerror)
         server.release_file_state(state)
@@ -216,8 +281,8 @@ def close(req) -> Reply:
     post = None
     if flags & m.CLOSE_FLAG_POSTQUERY_ATTRIB and not o.is_pipe:
         try:
-            post = o.tree.share.fs.stat(o.host_path)
-        except VfsError:
+            post = cx.open_info(o.tree.share.fs, o.host_path, o.fd, o.stream)
+        except (VfsError, OSError):
             post = None
     close_open(req.server, o)
     if post is not None and not os.path.lexists(o.host_path):
@@ -266,6 +331,9 @@ def read(req) -> Reply:
     return Reply([m.pack_read_response_fixed(len(data)), data])
 
 
+MAX_FILE_SIZE = 0xFFFFFFF0000   # NTFS: 16 TiB - 64 KiB
+
+
 def write(req) -> Reply:
     r = m.parse_write(req.msg)
     o = req.open(r.file_id)
@@ -278,12 +346,11 @@ def write(req) -> Reply:
     if r.length > (req.server.config.max_write_size if req.conn.supports_multi_credit else 65536):
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     offset = r.offset
-    if offset == 0xFFFFFFFFFFFFFFFF and o.access & cr.FILE_APPEND_DATA:
-        offset = os.fstat(o.fd).st_size
-    elif not o.access & cr.FILE_WRITE_DATA:
-        if not (o.access & cr.FILE_APPEND_DATA):
-            raise SmbError(st.STATUS_ACCESS_DENIED)
-    if offset + r.length > 0xFFFFFFFFFFFF:   # beyond what the backing fs can address
+    if not o.access & (cr.FILE_WRITE_DATA | cr.FILE_APPEND_DATA):
+        raise SmbError(st.STATUS_ACCESS_DENIED)
+    # MS-FSA 2.1.5.3: a negative ByteOffset is invalid (SMB2 has no write-to-EOF value, Windows
+    # rejects -1 and -2 too); no file may extend past the NTFS maximum (smb2.rw.invalid)
+    if offset > 0x7FFFFFFFFFFFFFFF or (r.length and offset + r.length > MAX_FILE_SIZE):
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     if req.server.locks.conflicts(o, offset, r.length, write=True):
         raise SmbError(st.STATUS_FILE_LOCK_CONFLICT)

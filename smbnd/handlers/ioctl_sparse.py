@@ -92,9 +92,11 @@ def set_zero_data(req, o, r):
     keep = FALLOC_FL_KEEP_SIZE
     if is_sparse(o):
         done = _fallocate_ok(o.fd, keep | FALLOC_FL_PUNCH_HOLE, start, end - start)
-    else:   # a non-sparse file keeps its allocation
-        done = _fallocate_ok(o.fd, keep | FALLOC_FL_ZERO_RANGE, start, end - start) \
-            or _fallocate_ok(o.fd, keep | FALLOC_FL_PUNCH_HOLE, start, end - start)
+    else:   # a non-sparse file keeps its allocation; only its data extents need zeroing:
+        # ZERO_RANGE over a host-level hole would allocate it (one request could fill the disk)
+        done = all(_fallocate_ok(o.fd, keep | FALLOC_FL_ZERO_RANGE, off, n)
+                   or _fallocate_ok(o.fd, keep | FALLOC_FL_PUNCH_HOLE, off, n)
+                   for off, n in list(_data_ranges(o.fd, start, end)))
     if not done:
         _write_zeros(o.fd, start, end)
     req.server.notify.report(o.host_path, "modified", False)

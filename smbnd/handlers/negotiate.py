@@ -42,6 +42,9 @@ def _capabilities(conn, dialect: int) -> int:
             caps |= ng.CAP_MULTI_CHANNEL
         if conn.server.persistent_handles:
             caps |= ng.CAP_PERSISTENT_HANDLES
+        # opt-in (server.directory_leasing): impacket 0.13's client breaks when it is advertised
+        if conn.server.oplocks.leasing and conn.server.oplocks.directory_leasing and cfg.directory_leasing:
+            caps |= ng.CAP_DIRECTORY_LEASING     # MS-SMB2 3.3.5.4: 3.x only
         if dialect < ng.DIALECT_311 and conn.client_capabilities & ng.CAP_ENCRYPTION and conn.cipher_id:
             caps |= ng.CAP_ENCRYPTION
     return caps

@@ -1,6 +1,7 @@
 """QUERY_DIRECTORY (MS-SMB2 3.3.5.18), QUERY_INFO (3.3.5.20), SET_INFO (3.3.5.21)."""
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -8,6 +9,7 @@ from .. import status as st
 from ..connection import Reply
 from ..errors import SmbError
 from ..vfs import wildcard_match
+from ..vfs_short import short_name
 from ..wire import create as cr
 from ..wire import fscc
 from ..wire import query as q
@@ -47,7 +49,7 @@ def query_directory(req) -> Reply:
             entries = [e for e in entries if wildcard_match(pattern, e.name)]
         o.dir_entries = entries
         o.dir_pos = 0
-    remaining = o.dir_entries[o.dir_pos:]
+    remaining = _next_entries(o, r, first)
     if not remaining:
         raise SmbError(st.STATUS_NO_SUCH_FILE if first else st.STATUS_NO_MORE_FILES)
     if r.flags & q.RETURN_SINGLE_ENTRY:
@@ -57,6 +59,34 @@ def query_directory(req) -> Reply:
         raise SmbError(st.STATUS_INFO_LENGTH_MISMATCH)
     o.dir_pos += count
     return Reply(q.pack_output_buffer(data))
+
+
+_SHORT_NAME_CLASSES = {fscc.FileBothDirectoryInformation, fscc.FileIdBothDirectoryInformation,
+                       fscc.FileIdExtdBothDirectoryInformation}
+
+
+def _next_entries(o, r, first: bool) -> list:
+    """The entries that can fill this response. Entries deleted since the enumeration
+    began are skipped, as NTFS reads its live index (smb2.dir.fixed); 8.3 names are
+    filled in for the classes that carry them."""
+    n = r.output_length // fscc.dir_entry_fixed_size(r.info_class) + 1
+    while True:
+        window = o.dir_entries[o.dir_pos:o.dir_pos + n]
+        if first or not window:
+            break
+        live = [e for e in window if e.name in (".", "..")
+                or os.path.lexists(os.path.join(o.host_path, e.name))]
+        if len(live) == len(window):
+            break
+        o.dir_entries[o.dir_pos:o.dir_pos + len(window)] = live
+        if live:
+            window = live
+            break
+    if r.info_class in _SHORT_NAME_CLASSES:
+        for e in window:
+            if not e.short_name and e.name not in (".", ".."):
+                e.short_name = short_name(e.name)
+    return window
 
 
 # ---- QUERY_INFO
@@ -78,19 +108,23 @@ def query_info(req) -> Reply:
     if r.output_length > req.server.config.max_transact_size:
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     if o.is_pipe:
-        raise SmbError(st.STATUS_NOT_SUPPORTED)
+        from .pipes import pipe_query_info
+        return pipe_query_info(req, o, r)
     fs = o.tree.share.fs
     if r.info_type == q.INFO_FILE:
         if r.info_class in NEEDS_READ_ATTRIBUTES and not o.access & cr.FILE_READ_ATTRIBUTES:
             raise SmbError(st.STATUS_ACCESS_DENIED)
+        if r.info_class == fscc.FileNormalizedNameInformation and req.conn.dialect < 0x0311:
+            raise SmbError(st.STATUS_NOT_SUPPORTED)   # MS-SMB2 3.3.5.20.1: SMB 3.1.1 only
         if r.info_class == fscc.FileFullEaInformation:
-            if not o.access & cr.FILE_READ_EA:
-                raise SmbError(st.STATUS_ACCESS_DENIED)
-            return Reply(q.pack_output_buffer(b""))   # no EAs stored: an empty list (as Samba)
+            from .eas import query_eas
+            return query_eas(o, r)
         info = _stat(o)
+        if r.info_class == fscc.FileStreamInformation:
+            return _truncate(_stream_info(o, info), r.output_length, None, fscc.min_size(r.info_class))
         if r.info_class == fscc.FileAlternateNameInformation:
-            # no 8.3 names on this server: the long name is the only name
-            data = fscc.encode_alternate_name(info, info.name.upper() if len(info.name) <= 12 else "")
+            # the 8.3 alias (smbnd.vfs_short); a valid 8.3 name is its own alias
+            data = fscc.encode_alternate_name(info, short_name(info.name) or info.name.upper())
             return _truncate(data, r.output_length, None, fscc.min_size(r.info_class))
         state = req.server.files.get(o.file_key)
         name = "\\" + o.name if o.name else "\\"
@@ -99,7 +133,7 @@ def query_info(req) -> Reply:
                                          position=o.position, mode=o.mode,
                                          delete_pending=bool(state and state.delete_pending),
                                          volume_serial=_volume_serial(o.tree.share),
-                                         normalized_name=o.name)
+                                         normalized_name=_normalized_name(o))
         except fscc.FsccError as e:
             raise SmbError(e.status) from None
         return _truncate(data, r.output_length, fscc.fixed_size(r.info_class), fscc.min_size(r.info_class))
@@ -107,28 +141,41 @@ def query_info(req) -> Reply:
         data = _fs_info(o, r.info_class)
         return _truncate(data, r.output_length, fscc.fs_fixed_size(r.info_class), fscc.fs_min_size(r.info_class))
     if r.info_type == q.INFO_SECURITY:
-        from ..wire import security as sec
-        if not o.access & cr.READ_CONTROL:
-            raise SmbError(st.STATUS_ACCESS_DENIED)
-        data = sec.default_sd(_owner_sid(req), _group_sid(req), o.is_directory, r.additional_info)
-        if len(data) > r.output_length:
-            raise SmbError(st.STATUS_BUFFER_TOO_SMALL, struct.pack("<I", len(data)))
-        return Reply(q.pack_output_buffer(data))
+        from .acl import query_security
+        return Reply(q.pack_output_buffer(query_security(req, o, r.additional_info, r.output_length)))
     if r.info_type == q.INFO_QUOTA:
         raise SmbError(st.STATUS_NOT_SUPPORTED)
     raise SmbError(st.STATUS_INVALID_PARAMETER)
 
 
 def _stat(o):
+    if o.stream:
+        from .create_ext import open_info
+        return open_info(o.tree.share.fs, o.host_path, o.fd, o.stream)
     return o.tree.share.fs.stat(o.host_path)
 
 
-def _owner_sid(req) -> str:
-    return f"S-1-5-21-{req.server.domain_sid_tail}-1000"
+def _normalized_name(o) -> str:
+    """FileNormalizedNameInformation (MS-FSCC 2.4.28): the path as stored (on-disk case, no
+    leading separator, "" for the root), a named stream with its name as created."""
+    fs = o.tree.share.fs
+    name = fs.to_smb_path(o.host_path)
+    if o.stream:
+        name += ":" + fs.streams.display_name(o.host_path, o.stream)
+    return name
 
 
-def _group_sid(req) -> str:
-    return f"S-1-5-21-{req.server.domain_sid_tail}-513"
+def _stream_info(o, info) -> bytes:
+    """FileStreamInformation (MS-FSCC 2.4.49): the unnamed data stream of a file, then
+    its named streams (directories have only named ones)."""
+    from ..wire.fscc_ea import encode_stream_list
+    fs = o.tree.share.fs
+    base = info if not o.stream else fs.stat(o.host_path)
+    out = [] if base.is_directory else [("::$DATA", base.end_of_file, base.allocation_size)]
+    for name, sres in fs.streams.list(o.host_path):
+        out.append((f":{name}:$DATA", sres.st_size,
+                    max(sres.st_blocks * 512, (sres.st_size + 4095) & ~4095)))
+    return encode_stream_list(out)
 
 
 def _fs_info(o, cls: int) -> bytes:
@@ -144,7 +191,10 @@ def _fs_info(o, cls: int) -> bytes:
     if cls == fscc.FileFsDeviceInformation:
         return fscc.encode_fs_device()
     if cls == fscc.FileFsAttributeInformation:
-        return fscc.encode_fs_attribute()
+        attrs = fscc.DEFAULT_FS_ATTRIBUTES | fscc.FILE_NAMED_STREAMS   # smbnd.vfs_streams
+        if fs.meta.eas_supported:
+            attrs |= fscc.FILE_SUPPORTS_EXTENDED_ATTRIBUTES
+        return fscc.encode_fs_attribute(attrs)
     if cls == fscc.FileFsObjectIdInformation:
         return fscc.encode_fs_object_id(struct.pack("<I", _volume_serial(share)).ljust(16, b"\0"))
     if cls == fscc.FileFsSectorSizeInformation:
@@ -168,26 +218,29 @@ def set_info(req) -> Reply:
         raise SmbError(st.STATUS_ACCESS_DENIED)
     if r.info_type == q.INFO_FILE:
         if r.info_class == fscc.FileFullEaInformation:
-            raise SmbError(st.STATUS_EAS_NOT_SUPPORTED)
+            from .eas import set_eas
+            set_eas(req, o, r.buffer)
+            return Reply(q.SET_INFO_RESPONSE)
         try:
             value = fscc.decode_set_info(r.info_class, r.buffer)
         except fscc.FsccError as e:
             raise SmbError(e.status) from None
+        parked = None
+        if r.info_class in (fscc.FileRenameInformation, fscc.FileRenameInformationEx):
+            # MS-FSA 2.1.5.14.11: other opens give up handle caching first (may go async)
+            parked = req.server.oplocks.rename_wait(req, o, set_info)
+        elif r.info_class in (fscc.FileDispositionInformation, fscc.FileDispositionInformationEx) \
+                and value.delete_pending and o.access & cr.DELETE:
+            parked = req.server.oplocks.handle_caching_wait(req, o, set_info)   # MS-FSA 2.1.5.14.3
+        if parked is not None:
+            return parked
         from .setinfo import apply_file_info
         apply_file_info(req, o, r.info_class, value)
         return Reply(q.SET_INFO_RESPONSE)
     if r.info_type == q.INFO_SECURITY:
-        from ..wire import security as sec
-        if r.additional_info & (sec.OWNER_SECURITY_INFORMATION | sec.GROUP_SECURITY_INFORMATION) \
-                and not o.access & cr.WRITE_OWNER:
-            raise SmbError(st.STATUS_ACCESS_DENIED)
-        if r.additional_info & sec.DACL_SECURITY_INFORMATION and not o.access & cr.WRITE_DAC:
-            raise SmbError(st.STATUS_ACCESS_DENIED)
-        try:
-            sec.decode_sd(r.buffer)
-        except (sec.InvalidSecurityDescriptor, sec.InvalidSid):
-            raise SmbError(st.STATUS_INVALID_SECURITY_DESCR) from None
-        # accepted; ACLs are not stored: every query answers the share's consistent default
+        from .acl import set_security
+        set_security(req, o, r.additional_info, r.buffer)
+        req.server.notify.report(o.host_path, "security", o.is_directory)
         return Reply(q.SET_INFO_RESPONSE)
     if r.info_type == q.INFO_FILESYSTEM:
         raise SmbError(st.STATUS_NOT_SUPPORTED)

@@ -29,7 +29,7 @@ def apply_file_info(req, o, cls: int, value) -> None:
             status = fs.set_attributes(o.host_path, attrs)
         if status != st.STATUS_SUCCESS:
             raise SmbError(status)
-        server.notify.report(o.host_path, "attributes", o.is_directory)
+        server.notify.report(o.host_path, "basic", o.is_directory, info=value)
         return
     if cls in (fscc.FileRenameInformation, fscc.FileRenameInformationEx):
         _rename(req, o, value)
@@ -51,6 +51,8 @@ def apply_file_info(req, o, cls: int, value) -> None:
             state.delete_pending = True
             return
         state.delete_pending = bool(value.delete_pending)
+        if state.delete_pending:   # MS-FSA 2.1.5.14.3: waiting CHANGE_NOTIFYs on it end
+            server.notify.report(o.host_path, "delete_pending", o.is_directory)
         if not value.delete_pending:
             for other in state.opens:
                 other.delete_on_close = False
@@ -60,14 +62,16 @@ def apply_file_info(req, o, cls: int, value) -> None:
             raise SmbError(st.STATUS_ACCESS_DENIED if not o.is_directory else st.STATUS_INVALID_PARAMETER)
         if value < 0:
             raise SmbError(st.STATUS_INVALID_PARAMETER)
+        server.oplocks.on_truncate(o)   # MS-FSA 2.1.4.12: level II / R caching of others breaks
         os.ftruncate(o.fd, value)
         server.notify.report(o.host_path, "modified", False)
         return
     if cls == fscc.FileAllocationInformation:
         if not o.access & cr.FILE_WRITE_DATA or o.is_directory:
             raise SmbError(st.STATUS_ACCESS_DENIED if not o.is_directory else st.STATUS_INVALID_PARAMETER)
-        if value < os.fstat(o.fd).st_size:
-            os.ftruncate(o.fd, value)   # MS-FSA 2.1.5.14.1: shrinking allocation truncates
+        server.oplocks.on_truncate(o)   # MS-FSA 2.1.4.12: level II / R caching of others breaks
+        from .create_ext import set_allocation
+        set_allocation(o.fd, value)   # MS-FSA 2.1.5.14.1
         return
     if cls == fscc.FilePositionInformation:
         o.position = value
@@ -98,10 +102,21 @@ def _rename(req, o, value) -> None:
     if not target:
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     replace = value.replace_if_exists or bool(value.flags & fscc.FILE_RENAME_REPLACE_IF_EXISTS)
-    status, dst = fs.resolve(target, for_create=True)
+    if target.startswith(":") or o.stream:
+        raise SmbError(st.STATUS_NOT_SUPPORTED)   # renaming named streams is not implemented
+    lk = fs.lookup(target, for_create=True)
+    if lk.status == st.STATUS_SUCCESS and lk.stream_name:
+        raise SmbError(st.STATUS_OBJECT_NAME_INVALID)   # a file cannot become another file's stream
+    status, dst = lk.status, lk.host_path
     if status != st.STATUS_SUCCESS:
         raise SmbError(status)
     src = o.host_path
+    # the destination's parent directory open with DELETE access blocks the rename (Windows and
+    # Samba's parent_dirname_compatible_open; smbtorture smb2.oplock.exclusive6 / batch19 / batch20)
+    parent = os.path.dirname(dst.rstrip("/"))
+    if any(x.host_path.rstrip("/") == parent and x.is_directory and x.access & cr.DELETE and not x.stream
+           for x in server.opens.values() if not x.is_pipe and not x.closed):
+        raise SmbError(st.STATUS_SHARING_VIOLATION)
     # open handles under a directory being renamed block it (Windows)
     if o.is_directory:
         prefix = src.rstrip("/") + "/"

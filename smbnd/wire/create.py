@@ -129,6 +129,8 @@ def parse_create_contexts(buf: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
         nxt, noff, nlen, _res, doff, dlen = struct.unpack_from("<IHHHHI", buf, off)
         if noff + nlen > (nxt or len(buf) - off) or off + noff + nlen > len(buf) or nlen == 0:
             raise MessageError("create context name out of bounds")
+        if nlen < 4:   # every defined tag is 4 or 16 bytes; Windows rejects shorter ones (smb2.create.blob)
+            raise MessageError("create context name too short")
         name = bytes(buf[off + noff: off + noff + nlen])
         if dlen:
             if off + doff + dlen > len(buf) or (nxt and doff + dlen > nxt):

@@ -110,7 +110,7 @@ def encode_dir_entries(info_class: int, entries, max_bytes: int) -> tuple[bytes,
     prev = -1
     count = 0
     for info in entries:
-        ent = encode_dir_entry(info_class, info)
+        ent = encode_dir_entry(info_class, info, short_name=getattr(info, "short_name", ""))
         pos = (len(out) + 7) & ~7 if count else 0
         if pos + len(ent) > max_bytes:
             break
