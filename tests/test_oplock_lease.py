@@ -170,6 +170,15 @@ def pending(req, wait=0.3) -> bool:
     return req.response is not None and req.response["status"].get_value() == st.STATUS_PENDING
 
 
+@pytest.fixture(scope="module")
+def server():
+    """This module's server opts in to directory leasing (off by default: impacket 0.13 breaks on it)."""
+    from smbnd_server import SmbndServer
+    with SmbndServer("--directory-leasing") as s:
+        yield s
+        assert "Traceback" not in s.log(), s.log()[-4000:]
+
+
 @pytest.fixture(params=["plain", "encrypted"])
 def two(server, request):
     a, b = Client(server, encrypt=request.param == "encrypted"), Client(server)

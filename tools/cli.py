@@ -56,12 +56,16 @@ def serve(
     users_file: Optional[str] = typer.Option(None, "--users-file", help="lines NAME:PASSWORD or NAME:{NT}HEX"),
     signing_required: Optional[bool] = typer.Option(None, "--signing-required/--signing-optional"),
     encrypt: Optional[bool] = typer.Option(None, "--encrypt/--no-encrypt", help="require encryption globally"),
+    directory_leasing: Optional[bool] = typer.Option(None, "--directory-leasing/--no-directory-leasing",
+                                                     help="advertise DIRECTORY_LEASING (off by default)"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ):
     """Run one SMB server until SIGTERM/SIGINT. Prints a 'listening on' line when ready."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     cfg = build_config(listen, share, user, config, users_file, signing_required, encrypt)
+    if directory_leasing is not None:
+        cfg.directory_leasing = directory_leasing
     try:
         import uvloop  # optional extra
         uvloop.install()
