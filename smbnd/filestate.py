@@ -11,7 +11,7 @@ class FileState:
     opens: list = field(default_factory=list)
     delete_pending: bool = False
     locks: list = field(default_factory=list)        # ByteRangeLock
-    lock_waiters: list = field(default_factory=list)  # pending blocking LOCK requests
+    lock_waiters: list = field(default_factory=list)  # locks.LockWaiter: pending blocking LOCKs
 
 
 class FileTable:

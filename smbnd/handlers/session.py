@@ -62,7 +62,10 @@ def session_setup(req) -> Reply:
         if session.state == SESSION_IN_PROGRESS:
             _drop(server, conn, session)
         else:
-            session.state = SESSION_VALID  # failed re-auth leaves the old identity (3.3.5.5.3)
+            # a failed re-authentication ends the session: its opens close, pending requests on them
+            # complete, and later requests get USER_SESSION_DELETED (Windows; smb2.notify.invalid-reauth)
+            server.destroy_session(session)
+            conn.sessions.pop(session.session_id, None)
         reply = Reply(status=st.STATUS_LOGON_FAILURE)
         reply.session = session
         reply.sign = False
@@ -93,6 +96,7 @@ def session_setup(req) -> Reply:
         _drop(server, conn, session)
         raise SmbError(st.STATUS_ACCESS_DENIED)
     session.state = SESSION_VALID
+    _close_previous_session(server, session, r.previous_session_id)
     flags = _flags(session)
     reply = Reply(m.pack_session_setup_response(flags, result.out_token))
     reply.session = session
@@ -107,6 +111,22 @@ def _flags(session: Session) -> int:
     if session.is_guest:
         return m.SESSION_FLAG_IS_GUEST
     return m.SESSION_FLAG_ENCRYPT_DATA if session.encrypt_data else 0
+
+
+def _close_previous_session(server, session: Session, previous_id: int) -> None:
+    """MS-SMB2 3.3.5.5.3: a PreviousSessionId naming another session of the same user ends that
+    session (the client reconnected and will not use it again)."""
+    if not previous_id or previous_id == session.session_id:
+        return
+    old = server.sessions.get(previous_id)
+    if old is None or old.state != SESSION_VALID or old.is_anonymous or old.is_guest:
+        return
+    if (old.user or "").lower() != (session.user or "").lower() \
+            or (old.domain or "").lower() != (session.domain or "").lower():
+        return
+    server.destroy_session(old)
+    if old.connection is not None:
+        old.connection.sessions.pop(previous_id, None)
 
 
 def _drop(server, conn, session: Session) -> None:
