@@ -64,6 +64,7 @@ class ServerConfig:
     max_credits: int = 8192
     multichannel: bool = False
     directory_leasing: bool = False
+    torture_fsctls: bool = False      # smbtorture's test-only FSCTLs (as Samba's smbd:FSCTL_SMBTORTURE)
     allow_guest: bool = False
     allow_anonymous: bool = False
     oplock_break_timeout: float = 35.0
@@ -117,7 +118,7 @@ def parse_share_spec(spec: str) -> ShareConfig:
 _TYPES = {
     "name": str, "domain": str, "dns_domain": str, "users_file": str, "state_dir": str,
     "signing_required": bool, "encrypt_data": bool, "reject_unencrypted": bool, "multichannel": bool,
-    "directory_leasing": bool,
+    "directory_leasing": bool, "torture_fsctls": bool,
     "allow_guest": bool, "allow_anonymous": bool,
     "max_read_size": int, "max_write_size": int, "max_transact_size": int, "max_credits": int,
     "durable_timeout": int, "durable_max_timeout": int,

@@ -134,6 +134,7 @@ class Connection:
         self._next_async_id = 1
         self.closed = False
         self.supports_multi_credit = False
+        self.read_body_padding = 0      # smbtorture FSCTL (torture_fsctls only)
 
     # ---- entry point
     def frame_received(self, frame) -> None:

@@ -58,6 +58,7 @@ def serve(
     encrypt: Optional[bool] = typer.Option(None, "--encrypt/--no-encrypt", help="require encryption globally"),
     directory_leasing: Optional[bool] = typer.Option(None, "--directory-leasing/--no-directory-leasing",
                                                      help="advertise DIRECTORY_LEASING (off by default)"),
+    torture_fsctls: bool = typer.Option(False, "--torture-fsctls", help="enable smbtorture's test-only FSCTLs"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ):
     """Run one SMB server until SIGTERM/SIGINT. Prints a 'listening on' line when ready."""
@@ -66,6 +67,8 @@ def serve(
     cfg = build_config(listen, share, user, config, users_file, signing_required, encrypt)
     if directory_leasing is not None:
         cfg.directory_leasing = directory_leasing
+    if torture_fsctls:
+        cfg.torture_fsctls = True
     try:
         import uvloop  # optional extra
         uvloop.install()

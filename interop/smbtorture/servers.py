@@ -94,6 +94,7 @@ class SmbndServer:
             "--share", f"{self.share}={self.share_path}",
             "--user", f"{self.user[0]}:{self.user[1]}",
             "--user", f"{self.user2[0]}:{self.user2[1]}",
+            "--torture-fsctls",   # like the Samba reference's smbd:FSCTL_SMBTORTURE = yes
             *self.extra_args,
         ]
 

@@ -328,6 +328,9 @@ def read(req) -> Reply:
     if (not data and r.length) or len(data) < r.minimum_count:
         raise SmbError(st.STATUS_END_OF_FILE)
     o.position = r.offset + len(data)   # CurrentByteOffset, as Windows and Samba update it
+    pad = req.conn.read_body_padding
+    if pad:
+        return Reply([m.pack_read_response_fixed(len(data), pad), bytes(pad), data])
     return Reply([m.pack_read_response_fixed(len(data)), data])
 
 

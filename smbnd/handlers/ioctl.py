@@ -41,6 +41,22 @@ NO_HANDLE_FSCTLS = (FSCTL_DFS_GET_REFERRALS, FSCTL_DFS_GET_REFERRALS_EX, FSCTL_P
                     FSCTL_VALIDATE_NEGOTIATE_INFO, FSCTL_QUERY_NETWORK_INTERFACE_INFO)
 
 
+# smbtorture's test-only FSCTLs (Samba libcli/smb/smb_constants.h; enabled by config torture_fsctls,
+# as Samba enables them with smbd:FSCTL_SMBTORTURE): they exercise the client's handling of padded
+# response bodies.
+FSCTL_SMBTORTURE_IOCTL_RESPONSE_BODY_PADDING8 = 0x83848013
+FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8 = 0x83848023
+
+
+def _smbtorture(req, r) -> Reply:
+    if r.input:
+        raise SmbError(st.STATUS_INVALID_PARAMETER)
+    if r.ctl_code == FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8:
+        req.conn.read_body_padding = 8
+        return Reply(q.pack_ioctl_response(r.ctl_code, r.file_id, b""))
+    return Reply(q.pack_ioctl_response(r.ctl_code, r.file_id, bytes([8]) * r.max_output_response, body_padding=8))
+
+
 def ioctl(req) -> Reply:
     r = q.parse_ioctl(req.msg)
     cfg = req.server.config
@@ -50,6 +66,9 @@ def ioctl(req) -> Reply:
             or len(r.input) > cfg.max_transact_size:
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     code = r.ctl_code
+    if cfg.torture_fsctls and code in (FSCTL_SMBTORTURE_IOCTL_RESPONSE_BODY_PADDING8,
+                                       FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8):
+        return _smbtorture(req, r)
     if code in NO_HANDLE_FSCTLS:
         if r.file_id != ALL_FF16:
             raise SmbError(st.STATUS_INVALID_PARAMETER)

@@ -155,9 +155,9 @@ def parse_read(msg) -> ReadRequest:
     return ReadRequest(flags, length, offset, fid, minc, chan)
 
 
-def pack_read_response_fixed(data_len: int) -> bytes:
-    # DataOffset 0x50 = header(64) + 16 fixed bytes
-    return _READ_RESP.pack(17, 0x50, 0, data_len, 0, 0)
+def pack_read_response_fixed(data_len: int, padding: int = 0) -> bytes:
+    # DataOffset 0x50 = header(64) + 16 fixed bytes (+ padding before the data, if any)
+    return _READ_RESP.pack(17, 0x50 + padding, 0, data_len, 0, 0)
 
 
 # ---- WRITE (2.2.21, 2.2.22)

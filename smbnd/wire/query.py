@@ -147,9 +147,10 @@ def parse_ioctl(msg) -> IoctlRequest:
     return IoctlRequest(code, fid, inp, maxin, maxout, flags)
 
 
-def pack_ioctl_response(code: int, file_id: bytes, output: bytes, input_echo: bytes = b"") -> bytes:
-    ioff = H + 48
+def pack_ioctl_response(code: int, file_id: bytes, output: bytes, input_echo: bytes = b"",
+                        body_padding: int = 0) -> bytes:
+    ioff = H + 48 + body_padding
     ooff = ioff + ((len(input_echo) + 7) & ~7)
     pad = b"\0" * (ooff - ioff - len(input_echo))
     return struct.pack("<HHI16sIIIIII", 49, 0, code, file_id, ioff, len(input_echo), ooff, len(output), 0, 0) \
-        + input_echo + pad + output
+        + b"\0" * body_padding + input_echo + pad + output
