@@ -71,6 +71,7 @@ class ServerConfig:
     session_setup_timeout: float = 60.0
     durable_timeout: int = 60
     durable_max_timeout: int = 300
+    max_resiliency_timeout: int = 300_000     # ms, MS-SMB2 3.3.5.15.9 MaxResiliencyTimeout
     state_dir: str = "./var/state"
     interfaces: list[InterfaceConfig] = field(default_factory=list)
 
@@ -121,7 +122,7 @@ _TYPES = {
     "directory_leasing": bool, "torture_fsctls": bool,
     "allow_guest": bool, "allow_anonymous": bool,
     "max_read_size": int, "max_write_size": int, "max_transact_size": int, "max_credits": int,
-    "durable_timeout": int, "durable_max_timeout": int,
+    "durable_timeout": int, "durable_max_timeout": int, "max_resiliency_timeout": int,
     "oplock_break_timeout": (int, float), "session_setup_timeout": (int, float),
 }
 

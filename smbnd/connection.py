@@ -11,6 +11,7 @@ from typing import Callable
 
 from cryptography.exceptions import InvalidTag
 
+from . import replay
 from . import status as st
 from .credits import CreditWindow
 from .crypto import SIGN_AES_GMAC
@@ -48,7 +49,7 @@ class AsyncOp:
     """An operation answered with an interim STATUS_PENDING (MS-SMB2 3.3.4.2)."""
 
     __slots__ = ("conn", "async_id", "message_id", "command", "session", "tree_id", "signed", "encrypted",
-                 "cancel_cb", "done")
+                 "cancel_cb", "done", "chan_open")
 
     def __init__(self, conn, async_id, req: "Request", cancel_cb):
         self.conn = conn
@@ -61,11 +62,13 @@ class AsyncOp:
         self.encrypted = req.encrypted
         self.cancel_cb = cancel_cb
         self.done = False
+        self.chan_open, req.chan_open = req.chan_open, None   # counted until the final response
 
     def complete(self, status: int, body) -> None:
         if self.done:
             return
         self.done = True
+        replay.request_done(self)
         self.conn.async_ops.pop(self.async_id, None)
         self.conn.send_async_final(self, status, body)
 
@@ -80,7 +83,7 @@ class Request:
     """One command of a (possibly compounded) request."""
 
     __slots__ = ("conn", "hdr", "msg", "session", "tree", "encrypted", "signed", "related_file_id",
-                 "is_related", "server", "chain_error", "is_last")
+                 "is_related", "server", "chain_error", "is_last", "chan_open")
 
     def __init__(self, conn, hdr, msg, encrypted):
         self.conn = conn
@@ -95,6 +98,7 @@ class Request:
         self.is_related = bool(hdr.flags & hd.FLAGS_RELATED_OPERATIONS)
         self.is_last = hdr.next_command == 0
         self.chain_error: int | None = None   # status of a failed CREATE earlier in a related chain
+        self.chan_open = None   # (Open, ChannelSequence, generation) while counted (smbnd.replay)
 
     def open(self, file_id: bytes) -> Open:
         """Look up an Open (MS-SMB2 3.3.5.2.7.2 for related FileIds)."""
@@ -105,6 +109,7 @@ class Request:
         if o is None or o.persistent_id != persistent or o.closed or o.tree is not self.tree \
                 or o.session is not self.session:
             raise SmbError(st.STATUS_FILE_CLOSED)
+        replay.on_open_resolved(self, o)     # 3.3.5.2.10 ChannelSequence
         self.related_file_id = o.file_id
         return o
 
@@ -135,6 +140,7 @@ class Connection:
         self.closed = False
         self.supports_multi_credit = False
         self.read_body_padding = 0      # smbtorture FSCTL (torture_fsctls only)
+        self.force_unacked_timeout = False   # smbtorture FSCTL: breaks sent here count as unacknowledged
 
     # ---- entry point
     def frame_received(self, frame) -> None:
@@ -169,6 +175,7 @@ class Connection:
         self.closed = True
         for op in list(self.async_ops.values()):
             op.done = True
+            replay.request_done(op)
             if op.cancel_cb:
                 try:
                     op.cancel_cb(op)
@@ -297,6 +304,13 @@ class Connection:
                 if prev_req.tree is None:
                     return Reply(status=st.STATUS_INVALID_PARAMETER)
                 tid = prev_req.tree.tree_id
+        if cmd == hd.IOCTL and sid == 0 and self.server.config.torture_fsctls:
+            # smbtorture's FSCTL_SMBTORTURE_FORCE_UNACKED_TIMEOUT comes without session or tree
+            # (as Samba's smbd:FSCTL_SMBTORTURE allows it)
+            from .handlers.oplock_break import torture_force_unacked
+            reply = torture_force_unacked(req)
+            if reply is not None:
+                return reply
         try:
             if cmd not in NO_SESSION_COMMANDS:
                 req.session = self._verify_session(req, sid, enc_session)
@@ -400,6 +414,8 @@ class Connection:
 
     # ---- responses
     def _finish(self, req: Request, reply: Reply):
+        if reply.pending is None:
+            replay.request_done(req)     # 3.3.4.1: the request is no longer outstanding
         if reply.no_response:
             return None
         hdr = req.hdr

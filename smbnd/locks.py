@@ -66,7 +66,6 @@ class LockWaiter:
 class LockManager:
     def __init__(self, server):
         self.server = server
-        self._sequences: dict[int, bytearray] = {}   # Open.volatile_id -> LockSequenceArray
 
     def _state(self, o):
         return self.server.files.get(o.file_key)
@@ -88,6 +87,8 @@ class LockManager:
         lk = ByteRangeLock(offset, length, exclusive, o)
         state.locks.append(lk)
         o.locks.append(lk)
+        if o.dh is not None:    # a persistent/resilient open: in its handle store before the reply
+            self.server.durable.stores.persist_locks(o)
         return lk
 
     def drop(self, state, lk: ByteRangeLock) -> None:
@@ -96,6 +97,8 @@ class LockManager:
             state.locks.remove(lk)
         if lk in lk.owner.locks:
             lk.owner.locks.remove(lk)
+            if lk.owner.dh is not None:
+                self.server.durable.stores.persist_locks(lk.owner)
 
     def unlock(self, state, o, offset: int, length: int) -> int:
         """MS-FSA 2.1.5.9: remove the owner's lock with exactly this range, an exclusive one first."""
@@ -145,7 +148,6 @@ class LockManager:
     def on_close(self, state, o) -> None:
         """An open goes away (CLOSE, tree disconnect, logoff, connection drop): its locks are
         released and its own pending lock requests end (MS-FSA 2.1.5.4)."""
-        self._sequences.pop(o.volatile_id, None)
         mine = [w for w in state.lock_waiters if w.open is o]
         if not o.locks and not mine:
             return
@@ -177,7 +179,7 @@ class LockManager:
     def is_replay(self, o, slot) -> bool:
         """A request whose entry is valid and equal is a replay and succeeds without effect;
         otherwise the entry becomes invalid until this request succeeds."""
-        arr = self._sequences.setdefault(o.volatile_id, bytearray(b"\xff" * (LOCK_SEQUENCE_BUCKETS + 1)))
+        arr = _sequence_array(o)
         index, number = slot
         if arr[index] == number:
             return True
@@ -186,5 +188,12 @@ class LockManager:
 
     def sequence_done(self, o, slot) -> None:
         if slot is not None and not o.closed:
-            arr = self._sequences.setdefault(o.volatile_id, bytearray(b"\xff" * (LOCK_SEQUENCE_BUCKETS + 1)))
-            arr[slot[0]] = slot[1]
+            _sequence_array(o)[slot[0]] = slot[1]
+
+
+def _sequence_array(o) -> bytearray:
+    """Open.LockSequenceArray (MS-SMB2 3.3.1.10): kept on the Open so that it survives a durable
+    reconnect; 0xFF marks an invalid entry (index 0 unused)."""
+    if o.lock_sequences is None:
+        o.lock_sequences = bytearray(b"\xff" * (LOCK_SEQUENCE_BUCKETS + 1))
+    return o.lock_sequences

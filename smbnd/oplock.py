@@ -339,17 +339,22 @@ class OplockManager:
             self._lease_timers[lease] = t
 
     def _notify_oplock(self, o, level: int) -> None:
+        if self.server.durable.break_disconnected(o):
+            return      # MS-SMB2 3.3.4.6: a disconnected durable open is closed instead
         conn = o.session.connection
         if conn is None or conn.closed:
             return
         log.debug("oplock break %s -> %d on %s", o.name, level, conn.peer)
         conn.send_notification(hd.OPLOCK_BREAK, m.pack_oplock_break_notification(level, o.file_id),
                                o.session, tree=o.tree, with_session_id=True)
+        self._sent(conn)
 
     def _notify_lease(self, lease: Lease, cur: int, new: int, flags: int) -> None:
         """3.3.4.7: a lease belongs to the client (ClientGuid), not to one connection: like Windows
         (smbtorture smb2.lease.v2_complex1) we use the client's first connection still alive that
         took leases, else any connection of an open with this lease."""
+        if self.server.durable.break_lease_disconnected(lease):
+            return      # MS-SMB2 3.3.4.7: only disconnected durable opens hold it: they are closed
         epoch = lease.epoch if lease.version == 2 else 0
         body = m.pack_lease_break_notification(epoch, flags, lease.key, cur, new)
         log.debug("lease break %s %s -> %s", lease.key.hex(), state_str(cur), state_str(new))
@@ -363,12 +368,22 @@ class OplockManager:
             session = mine[0] if mine else sessions[0] if sessions else None
             if session is not None:
                 conn.send_notification(hd.OPLOCK_BREAK, body, session, tree=enc_tree)
+                self._sent(conn)
                 return
         for o in lease.opens:
             conn = o.session.connection
             if conn is not None and not conn.closed:
                 conn.send_notification(hd.OPLOCK_BREAK, body, o.session, tree=enc_tree)
+                self._sent(conn)
                 return
+
+    @staticmethod
+    def _sent(conn) -> None:
+        """A break notification whose transport acknowledgment never comes means the client is gone
+        (MS-SMB2 3.3.4.6: no channel left): drop the connection after a few retransmission
+        timeouts, as Samba does. Only simulated, for smbtorture's FORCE_UNACKED_TIMEOUT FSCTL."""
+        if conn.force_unacked_timeout:
+            later(1.0, conn.close)
 
     # ------------------------------------------------------------------ acknowledgments
     def oplock_ack(self, o, level: int) -> int:

@@ -46,12 +46,15 @@ class Server:
         self.oplocks = OplockManager(self)
         self.oplocks.directory_leasing = config.directory_leasing   # opt-in, see config
         self.notify = NotifyManager(self)
-        # persistent handles are advertised only once they are implemented (CA issue)
-        self.persistent_handles = False
+        # 3.3.5.4: SMB2_GLOBAL_CAP_PERSISTENT_HANDLES when any share is continuously available
+        self.persistent_handles = self.any_ca_share
+        from .durable import DurableManager
+        self.durable = DurableManager(self)
         self.resume_keys: dict[bytes, object] = {}
         # stable per-server domain SID tail for owner/group SIDs in security descriptors
         d = hashlib.sha256(config.name.encode()).digest()
         self.domain_sid_tail = "-".join(str(int.from_bytes(d[i:i + 4], "little")) for i in (0, 4, 8))
+        self.durable.load()     # persistent opens of the CA shares' handle stores, disconnected
 
     @property
     def any_ca_share(self) -> bool:
@@ -74,7 +77,8 @@ class Server:
         from .handlers.files import close_open
         for o in [o for o in self.opens.values() if o.session is session]:
             try:
-                close_open(self, o)
+                if not self.durable.disconnect(o):   # durable/persistent/resilient opens stay (3.3.7.1)
+                    close_open(self, o)
             except Exception:
                 log.exception("closing open during session teardown")
         session.trees.clear()

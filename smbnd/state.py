@@ -99,7 +99,8 @@ class Open:
     persistent: bool = False
     resilient: bool = False
     create_guid: bytes = b""
-    durable_timeout: int = 0
+    durable_timeout: int = 0        # ms: Open.DurableOpenTimeout (or ResiliencyTimeout)
+    dh: Any = None                  # smbnd.durable.DurableInfo of a durable/persistent/resilient open
     app_instance_id: bytes = b""
     position: int = 0
     mode: int = 0
@@ -110,6 +111,14 @@ class Open:
     dir_pattern: str | None = None
     channel_sequence: int = 0
     outstanding_requests: int = 0
+    # replay (smbnd.replay, MS-SMB2 3.3.1.10 / 3.3.5.2.10 / 3.3.5.9.10)
+    outstanding_pre_requests: int = 0      # Open.OutstandingPreRequestCount
+    channel_generation: int = 0            # bumped whenever ChannelSequence advances
+    replay_eligible: bool = False          # Open.IsReplayEligible
+    create_action: int = 0                 # CreateAction a replayed CREATE answers with
+    client_guid: bytes = b""               # Open.ClientGuid (the creating connection's)
+    lock_sequences: bytearray | None = None   # Open.LockSequenceArray (3.3.5.14), survives reconnect
+    app_instance_version: tuple[int, int] | None = None   # (High, Low), 3.3.5.9.13 (3.1.1)
     is_pipe: bool = False
     pipe: Any = None
     file_key: Any = None           # identity of the underlying file (dev, ino) for sharing checks

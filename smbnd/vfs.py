@@ -18,7 +18,8 @@ Path rules (``ShareFS.lookup``/``resolve``), in the order they are applied:
 * ``:`` starts a stream in the last component only: ``name::$DATA`` is the
   file itself; ``name:s`` / ``name:s:$DATA`` is the named data stream ``s``
   (``Lookup.stream_name``, stored by ``smbnd.vfs_streams``); other stream
-  types, empty names and wildcards in stream names -> OBJECT_NAME_INVALID.
+  types and empty names -> OBJECT_NAME_INVALID (stream names may contain
+  wildcards and control characters, as on NTFS).
 * each component is looked up exactly first, then case-insensitively
   (Windows simple upcase) in the directory unless ``case_sensitive``;
   missing intermediate -> OBJECT_PATH_NOT_FOUND, intermediate that is not a

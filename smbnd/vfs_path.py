@@ -134,7 +134,9 @@ def parse_smb_path(path: str, *, allow_leading_sep: bool = False) -> tuple[int, 
     for i, comp in enumerate(raw):
         if comp == "":
             return st.STATUS_OBJECT_NAME_INVALID, None
-        if any(c in _BAD_CHARS for c in comp):
+        # control characters and '|' are invalid in file names; a stream name may hold
+        # anything but NUL, '\\', '/' and ':' (smb2.streams.names/names2)
+        if any(c in _BAD_CHARS for c in comp.partition(":")[0]) or "\0" in comp:
             return st.STATUS_OBJECT_NAME_INVALID, None
         if ":" in comp:
             if i != last_i or trailing:
@@ -153,8 +155,7 @@ def parse_smb_path(path: str, *, allow_leading_sep: bool = False) -> tuple[int, 
                 if stype is None:  # "name:"
                     return st.STATUS_OBJECT_NAME_INVALID, None
                 stream = "::$DATA"
-            elif comp in (".", "..") or has_wildcards(sname) \
-                    or _utf16_units(sname) > MAX_COMPONENT_UNITS:
+            elif comp in (".", "..") or _utf16_units(sname) > MAX_COMPONENT_UNITS:
                 return st.STATUS_OBJECT_NAME_INVALID, None
             else:  # "name:stream" or "name:stream:$DATA"
                 stream_name = sname

@@ -16,6 +16,9 @@ Layout (like Samba's streams_depot)::
   drops names a Windows client cannot use) nor opened over SMB.
 * The base object's deletion removes its streams (``remove_all``); overwrite
   and supersede of the unnamed stream remove them too (as Samba does).
+* Not done yet: renaming a stream (SET_INFO answers STATUS_NOT_SUPPORTED), and
+  deferring a file's deletion until its open stream handles close (the stream
+  data stays readable through those handles, but the names go at once).
 """
 from __future__ import annotations
 

@@ -38,6 +38,8 @@ class SmbndServer:
                      "--user", f"{USER}:{PASSWORD}", "--user", f"{USER2}:{PASSWORD2}"]
         for name, flags in specs.items():
             self.args += ["--share", f"{name}={self.paths[name]}{flags}"]
+        self.state_dir = os.path.join(self.root, "state")   # CA handle stores, never inside a share
+        self.args += ["--state-dir", self.state_dir]
         self.args += list(extra_args)
         self.proc = None
         self.log_path = os.path.join(self.root, "server.log")

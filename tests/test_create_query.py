@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from smbprotocol.connection import Connection, Dialects
-from smbprotocol.create_contexts import SMB2CreateContextRequest
+from smbprotocol.create_contexts import SMB2CreateContextRequest, SMB2CreateQueryMaximalAccessResponse
 from smbprotocol.exceptions import SMBResponseException
 from smbprotocol.file_info import InfoType
 from smbprotocol.open import (CreateDisposition, CreateOptions, DirectoryAccessMask, FilePipePrinterAccessMask,
@@ -348,3 +348,55 @@ def test_access_mask_checked_before_attributes(c, server):
     assert c.status_of_open("g.txt", access=0x08000000, attrs=0x8,
                             disp=CreateDisposition.FILE_CREATE) == st.STATUS_ACCESS_DENIED
     assert c.status_of_open("g.txt", attrs=0x8) == st.STATUS_INVALID_PARAMETER
+
+
+def test_stream_sharing_and_directory_data_stream(c, server):
+    # a directory has no unnamed data stream (smb2.streams.dir)
+    c.open("dd", options=CreateOptions.FILE_DIRECTORY_FILE).close()
+    assert c.status_of_open("dd::$DATA", disp=CreateDisposition.FILE_OPEN,
+                            options=CreateOptions.FILE_DIRECTORY_FILE) == st.STATUS_NOT_A_DIRECTORY
+    assert c.status_of_open("dd::$DATA", disp=CreateDisposition.FILE_OPEN) == st.STATUS_FILE_IS_A_DIRECTORY
+    # an open stream that does not share delete keeps its file from being opened for DELETE
+    o = Open(c.tree, "sh.txt:s")
+    o.create(ImpersonationLevel.Impersonation, RW, 0, ShareAccess.FILE_SHARE_READ,
+             CreateDisposition.FILE_OPEN_IF, 0)
+    assert c.status_of_open("sh.txt", access=A.DELETE,
+                            disp=CreateDisposition.FILE_OPEN) == st.STATUS_SHARING_VIOLATION
+    assert c.status_of_open("sh.txt", access=A.GENERIC_READ, disp=CreateDisposition.FILE_OPEN) == 0
+    o.close()
+    assert c.status_of_open("sh.txt", access=A.DELETE, disp=CreateDisposition.FILE_OPEN) == 0
+
+
+def test_maximal_access_follows_stored_sd(c, server):
+    o = c.open("mx.txt", access=MAX_ALLOWED, disp=CreateDisposition.FILE_OVERWRITE_IF)
+    me = _sd(c, o).owner
+    ro = sec.SecurityDescriptor(dacl=sec.Acl([sec.Ace(sec.ACCESS_ALLOWED_ACE_TYPE, 0, 0x00120089, me)]))
+    assert c.set(o, 0, sec.encode_sd(ro), info_type=InfoType.SMB2_0_INFO_SECURITY, addl=0x4) == 0
+    o.close()
+    m = Open(c.tree, "mx.txt")
+    resp = m.create(ImpersonationLevel.Impersonation, MAX_ALLOWED, 0, SHARE_ALL, CreateDisposition.FILE_OPEN, 0,
+                    [ctx(b"MxAc", b"")])
+    mxac = [r for r in resp if isinstance(r, SMB2CreateQueryMaximalAccessResponse)][0]
+    status, mask = mxac["query_status"].get_value(), mxac["maximal_access"].get_value()
+    # GENERIC_READ rights + the owner's READ_CONTROL|WRITE_DAC + DELETE (parent's FILE_DELETE_CHILD)
+    assert status == 0 and mask == 0x00120089 | 0x00040000 | 0x00010000
+    m.close()
+
+
+def test_short_name_rules():
+    from smbnd.vfs_short import is_8dot3, short_name
+    assert is_8dot3("ABC.TXT") and is_8dot3("abc.txt") and is_8dot3("a") and not is_8dot3("a.b.c")
+    assert not is_8dot3("toolongname.txt") and not is_8dot3("x.html") and not is_8dot3("sp ace.txt")
+    assert short_name("abc.txt") == ""
+    s = short_name("torture_search.txt")
+    assert s == short_name("TORTURE_SEARCH.TXT") and is_8dot3(s) and s.endswith("~1.TXT")
+    assert short_name(".bashrc").endswith("~1") and is_8dot3(short_name("a+b;c.longext"))
+
+
+def test_ea_codec_rejects_bad_lists():
+    from smbnd.wire.fscc import FsccError
+    good = encode_full_ea_list([("A", b"1", 0), ("BB", b"22", 0)])[0]
+    assert [n for n, _, _ in decode_full_ea_list(good)] == ["A", "BB"]
+    for bad in (b"", good[:-1], struct.pack("<IBBH", 0, 0, 5, 0) + b"ab\0", struct.pack("<IBBH", 0, 1, 1, 0) + b"a\0"):
+        with pytest.raises(FsccError):
+            decode_full_ea_list(bad)

@@ -34,7 +34,8 @@ sys.path.insert(0, str(HARNESS))
 PORT = 4455
 USER, PASSWORD = "demo", "demo-Passw0rd"
 SMBND_SERVER_CMD = ("{python} -m smbnd serve --listen 0.0.0.0:{port} "
-                    "--share data={data} --share ca={ca}:ca --user demo:demo-Passw0rd")
+                    "--share data={data} --share ca={ca}:ca --user demo:demo-Passw0rd "
+                    "--state-dir {workdir}/state")   # the CA share's handle store, per run
 DEFAULT_OPTSETS = ["3.0", "3.02", "3.1.1", "3.1.1-seal", "3.1.1-sign"]
 OPTSETS = [s for s in os.environ.get("SMBND_KERNEL_OPTSETS", ",".join(DEFAULT_OPTSETS)).split(",") if s]
 HARNESS_TIMEOUT = 240  # below the 300 s pytest-timeout of pyproject.toml

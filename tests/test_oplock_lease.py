@@ -17,8 +17,7 @@ from smbprotocol.connection import Connection, Dialects
 from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextRequest, SMB2CreateRequestLease,
                                          SMB2CreateRequestLeaseV2)
 from smbprotocol.exceptions import SMBResponseException
-from smbprotocol.open import (CreateDisposition, FilePipePrinterAccessMask, ImpersonationLevel, Open,
-                              RequestedOplockLevel, ShareAccess)
+from smbprotocol.open import CreateDisposition, FilePipePrinterAccessMask, ImpersonationLevel, Open, ShareAccess
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
@@ -424,3 +423,56 @@ def test_directory_lease(two):
     a.ack_lease(kd, 0)
     for h in (f1, f2, d):
         h.close()
+
+
+def _set_info_send(c, o, cls, buf):
+    from smbprotocol.file_info import InfoType
+    from smbprotocol.open import SMB2SetInfoRequest
+    req = SMB2SetInfoRequest()
+    req["info_type"] = InfoType.SMB2_0_INFO_FILE
+    req["file_info_class"] = cls
+    req["file_id"] = o.file_id
+    req["buffer"] = buf
+    return c.conn.send(req, c.sess.session_id, c.tree.tree_connect_id)
+
+
+def test_rename_waits_for_handle_caching(two):
+    """MS-FSA 2.1.5.14.11: other leases give up H before a rename proceeds (smb2.lease.rename_wait)."""
+    a, b = two
+    src, dst = "ren-" + uuid.uuid4().hex[:8], "ren-" + uuid.uuid4().hex[:8]
+    h1, ls1 = a.create(src, lease=(K1, R | H, 0))
+    h2, ls2 = b.create(src, lease=(K2, R | H, 0), access=RW | 0x00010000)     # + DELETE
+    assert ls1["state"] == ls2["state"] == R | H
+    name = dst.encode("utf-16-le")
+    req = _set_info_send(b, h2, 10, struct.pack("<B7sQI", 1, b"\0" * 7, 0, len(name)) + name)  # FileRename
+    kind, epoch, flags, key, cur, new = a.next_break()
+    assert (key, cur, new, flags) == (K1, R | H, R, 1)
+    assert pending(req)
+    a.ack_lease(K1, R)
+    b.conn.receive(req)                       # the rename completes after the acknowledgment
+    with pytest.raises(SMBResponseException) as e:
+        a.create(src, disposition=CreateDisposition.FILE_OPEN)
+    assert status_of(e) == st.STATUS_OBJECT_NAME_NOT_FOUND
+    h1.close()
+    h2.close()
+
+
+def test_delete_on_close_open_breaks_handle_caching(two):
+    """A delete-on-close open makes the other leases give up H (Windows; smb2.lease.unlink)."""
+    a, b = two
+    name = "doc-" + uuid.uuid4().hex[:8]
+    h1, ls1 = a.create(name, lease=(K1, R | H, 0))
+    o, req, recv = b.create_send(name, access=0x00010000, options=0)    # DELETE
+    recv(req)
+    assert a.no_break()                       # a plain DELETE open leaves RH alone
+    o.close()
+    o2 = Open(b.tree, name)
+    msg, recv2 = o2.create(ImpersonationLevel.Impersonation, 0x00010000, 0, SHARE_ALL,
+                           CreateDisposition.FILE_OPEN, 0x00001000, send=False)    # FILE_DELETE_ON_CLOSE
+    req2 = b.conn.send(msg, b.sess.session_id, b.tree.tree_connect_id)
+    kind, epoch, flags, key, cur, new = a.next_break()
+    assert (key, cur, new, flags) == (K1, R | H, R, 1)
+    a.ack_lease(K1, R)
+    recv2(req2)
+    o2.close()
+    h1.close()

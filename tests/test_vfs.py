@@ -78,10 +78,12 @@ def test_streams(share):
     assert R(share, "dir\\file.txt::$data") == (st.STATUS_SUCCESS, f)
     lk = share.lookup("Dir\\File.TXT::$DATA")
     assert lk.stream == "::$DATA" and lk.exists
-    for p in ["Dir\\File.TXT:s", "Dir\\File.TXT:s:$data"]:   # named data streams (smbnd.vfs_streams)
+    for p, sname in [("Dir\\File.TXT:s", "s"), ("Dir\\File.TXT:s:$data", "s"),
+                     ("Dir\\File.TXT:?s*\x05", "?s*\x05")]:   # named data streams (smbnd.vfs_streams)
         lk = share.lookup(p)
-        assert (lk.status, lk.host_path, lk.stream_name) == (st.STATUS_SUCCESS, f, "s"), p
-    for p in ["Dir\\File.TXT:", "Dir\\File.TXT::", "Dir\\File.TXT:s:", "Dir\\File.TXT:s*",
+        assert (lk.status, lk.host_path, lk.stream_name) == (st.STATUS_SUCCESS, f, sname), p
+    for p in ["Dir\\File.TXT:", "Dir\\File.TXT::", "Dir\\File.TXT:s:", "Dir\\File.TXT:s\0",
+              "Di\x05r\\File.TXT:s",
               "Dir\\File.TXT::$INDEX_ALLOCATION", "Dir\\File.TXT:s:$FOO", "Dir:x\\File.TXT", "::$DATA",
               "a:b:c:d", "..:s"]:
         assert R(share, p, create=True)[0] == st.STATUS_OBJECT_NAME_INVALID, p

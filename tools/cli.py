@@ -59,6 +59,10 @@ def serve(
     directory_leasing: Optional[bool] = typer.Option(None, "--directory-leasing/--no-directory-leasing",
                                                      help="advertise DIRECTORY_LEASING (off by default)"),
     torture_fsctls: bool = typer.Option(False, "--torture-fsctls", help="enable smbtorture's test-only FSCTLs"),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir",
+                                            help="handle stores of the CA shares (default ./var/state)"),
+    durable_timeout: Optional[int] = typer.Option(None, "--durable-timeout",
+                                                  help="default durable/persistent reconnect window, s"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ):
     """Run one SMB server until SIGTERM/SIGINT. Prints a 'listening on' line when ready."""
@@ -67,6 +71,10 @@ def serve(
     cfg = build_config(listen, share, user, config, users_file, signing_required, encrypt)
     if directory_leasing is not None:
         cfg.directory_leasing = directory_leasing
+    if state_dir is not None:
+        cfg.state_dir = os.path.abspath(state_dir)
+    if durable_timeout is not None:
+        cfg.durable_timeout = durable_timeout
     if torture_fsctls:
         cfg.torture_fsctls = True
     try:

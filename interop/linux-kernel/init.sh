@@ -10,9 +10,14 @@
 # powers off.  Plan variables:
 #   SERVER_IP PORT GUEST_IP PREFIX USER PASS FILE_MIB RUN_ID NOPTS
 #   OPT_<i>_NAME OPT_<i>_SHARE OPT_<i>_OPTS OPT_<i>_DIALECT OPT_<i>_SIGN OPT_<i>_SEAL
+#   OPT_<i>_CRASH
 # (i = 1..NOPTS; OPTS are extra mount options appended after
 #  port=,username=,password=; DIALECT is the expected "0x311"-style dialect or
-#  empty; SIGN/SEAL are 1 if the option set requires signing/encryption.)
+#  empty; SIGN/SEAL are 1 if the option set requires signing/encryption;
+#  CRASH = N > 0 adds the crash_io/crash_verify checks: a write+verify loop on a
+#  file kept open while the host SIGKILLs and restarts the server N times -- the
+#  guest asks for each kill with a "SMBK-CRASH <optset> <k>" line; CRASH_WAIT is
+#  how long the check after a remount may wait for abandoned handles to expire.)
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
 mount -t proc proc /proc
@@ -90,6 +95,7 @@ run_optset() {
     eval EXP_DIALECT=\$OPT_${i}_DIALECT
     eval EXP_SIGN=\$OPT_${i}_SIGN
     eval EXP_SEAL=\$OPT_${i}_SEAL
+    eval CRASH=\${OPT_${i}_CRASH:-0}
     say "BEGIN $NAME //$SERVER_IP/$SHARE $OPTS"
 
     all="port=$PORT,username=$USER,password=$PASS"
@@ -167,10 +173,77 @@ run_optset() {
     check rm "delete files" sh -c \
         "rm '$D/renamed.bin' '$D/small.txt' && [ ! -e '$D/renamed.bin' ] && [ -z \"\$(ls -A '$D')\" ]"
     check rmdir "$D" sh -c "rmdir '$D' && [ ! -e '$D' ]"
+    [ "$CRASH" -gt 0 ] && crash_io "$CRASH"
     cd /
     check umount "/mnt" umount /mnt
     dmesg | grep -iE 'CIFS|SMB' | grep -viE 'experimental|Attempting' | tail -n 5 | sed "s/^/LOG $NAME dmesg: /"
     say "END $NAME"
+}
+
+# ---- I/O across server crashes ------------------------------------------
+# A file stays open (fd 3) while 64 KiB blocks are written to it; at N points
+# the guest syncs, asks the host to SIGKILL + restart the server and goes on
+# writing (into the page cache). The client must reconnect and reclaim its
+# (persistent) handle to write the data back: no I/O error may reach us, and
+# after dropping the caches every block must read back. The file is verified
+# again after a remount (straight from the server).
+crash_io() {
+    cn=$1
+    CD="/mnt/smbk-$RUN_ID-$NAME-crash"
+    F="$CD/crash.bin"
+    rounds=32
+    per=$(( rounds / (cn + 1) ))
+    dmesg -c > /dev/null
+    err=""
+    mkdir -p "$CD" 2>/tmp/out || err="mkdir: $(head -c 150 /tmp/out)"
+    # (a failing redirection of 'exec' would end this shell: create the file with touch first)
+    [ -z "$err" ] && ! touch "$F" 2>/tmp/out && err="create: $(head -c 150 /tmp/out)"
+    [ -z "$err" ] && exec 3>"$F"
+    ci=0; ck=0
+    t0=$(now)
+    while [ -z "$err" ] && [ $ci -lt $rounds ]; do
+        if ! dd if=/tmp/src.bin bs=65536 count=1 skip=$ci 2>/tmp/out >&3; then
+            err="write block $ci: $(head -c 150 /tmp/out | tr '\n' ' ')"; break
+        fi
+        ci=$((ci+1))
+        if [ $ck -lt $cn ] && [ $ci -eq $(( (ck + 1) * per )) ]; then
+            if ! sync "$F" 2>/tmp/out; then err="fsync before crash $((ck+1)): $(head -c 150 /tmp/out)"; break; fi
+            ck=$((ck+1))
+            say "SMBK-CRASH $NAME $ck"
+            sleep 1
+        fi
+    done
+    if [ -z "$err" ] && ! sync "$F" 2>/tmp/out; then err="final fsync: $(head -c 150 /tmp/out | tr '\n' ' ')"; fi
+    exec 3>&-
+    t1=$(now)
+    if [ -n "$err" ]; then
+        res crash_io FAIL "$err"
+    else
+        res crash_io PASS "$((rounds * 64)) KiB written across $ck server crashes $(elapsed $t0 $t1 $((rounds * 65536)))"
+    fi
+    head -c $((rounds * 65536)) /tmp/src.bin > /tmp/expect.bin
+    echo 3 > /proc/sys/vm/drop_caches
+    if cmp /tmp/expect.bin "$F" >/tmp/out 2>&1; then
+        # A remount is a new client (new ClientGuid): persistent handles the old one left behind
+        # (the Linux client does not reclaim handles it had closed lazily, "deferred close") keep
+        # the file STATUS_FILE_NOT_AVAILABLE until their reconnect window ends: wait for that.
+        cd /
+        w=0
+        if umount /mnt && mount -t cifs "//$SERVER_IP/$SHARE" /mnt -o "$all" >/tmp/out 2>&1; then
+            until cmp /tmp/expect.bin "$F" >/tmp/out 2>&1; do
+                w=$((w+1)); [ $w -ge "${CRASH_WAIT:-75}" ] && break; sleep 1
+            done
+        fi
+        if cmp /tmp/expect.bin "$F" >/tmp/out 2>&1; then
+            res crash_verify PASS "$((rounds * 64)) KiB equal (page cache dropped; after a remount, readable after ${w}s)"
+        else
+            res crash_verify FAIL "after remount (${w}s): $(head -c 200 /tmp/out | tr '\n' ' ')"
+        fi
+    else
+        res crash_verify FAIL "$(head -c 200 /tmp/out | tr '\n' ' ')"
+    fi
+    rm -rf "$CD" 2>/dev/null
+    dmesg | grep -iE 'CIFS|SMB' | tail -n 12 | sed "s/^/LOG $NAME crash dmesg: /"
 }
 
 i=1

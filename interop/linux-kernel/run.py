@@ -61,9 +61,14 @@ OPTSETS: dict[str, tuple[str, str, bool, bool]] = {
     # needs a server advertising PERSISTENT_HANDLES and a CA share (use --ph-share)
     "3.1.1-ph": ("vers=3.1.1,persistenthandles", "0x311", False, False),
     "3.1.1-ph-seal": ("vers=3.1.1,persistenthandles,seal", "0x311", False, True),
+    # 3.1.1-ph plus the crash checks: the host SIGKILLs and restarts the server twice while the
+    # guest writes to a file it keeps open (crash_io, crash_verify)
+    "3.1.1-ph-crash": ("vers=3.1.1,persistenthandles", "0x311", False, False),
 }
+CRASH_OPTSETS = {"3.1.1-ph-crash": 2}     # name -> number of server crashes
 DEFAULT_OPTSETS = ["3.0", "3.02", "3.1.1", "3.1.1-seal", "3.1.1-sign"]
-PH_OPTSETS = {"3.1.1-ph", "3.1.1-ph-seal"}
+PH_OPTSETS = {"3.1.1-ph", "3.1.1-ph-seal", "3.1.1-ph-crash"}
+CRASH_RE = re.compile(r"^SMBK-CRASH (\S+) (\d+)")
 CHECKS = ["mount", "dialect", "signing", "encryption", "mkdir", "write", "size", "readback",
           "md5", "ls", "rename", "small_io", "append", "rm", "rmdir", "umount"]
 RESULT_RE = re.compile(r"^RESULT (\S+) (\S+) (PASS|FAIL|SKIP|INFO) ?(.*)$")
@@ -78,6 +83,7 @@ class OptSet:
     dialect: str = ""       # expected "0x311" or "" (don't check)
     sign: bool = False      # require a signed session
     seal: bool = False      # require an encrypted session
+    crash: int = 0          # server SIGKILL+restarts during the crash_io check (0: no crash check)
 
     @classmethod
     def parse(cls, spec: str, ph_share: str | None = None) -> "OptSet":
@@ -89,14 +95,15 @@ class OptSet:
             opts, dia, sign, seal = OPTSETS[name]
             if not share and name in PH_OPTSETS:
                 share = ph_share or ""
-            return cls(name, opts, share or None, dia, sign, seal)
+            return cls(name, opts, share or None, dia, sign, seal, CRASH_OPTSETS.get(name, 0))
         name, _, rest = spec.partition("=")
+        rest, _, crash = rest.partition("!crash=")
         opts, _, share = rest.partition("@")
         o = {k for k in opts.split(",")}
         m = re.search(r"vers=([0-9.]+)", opts)
         dia = {"2.1": "0x210", "3.0": "0x300", "3": "0x300", "3.02": "0x302", "3.0.2": "0x302",
                "3.1.1": "0x311", "3.11": "0x311"}.get(m.group(1), "") if m else ""
-        return cls(name, opts, share or None, dia, "sign" in o, "seal" in o)
+        return cls(name, opts, share or None, dia, "sign" in o, "seal" in o, int(crash or 0))
 
 
 @dataclass
@@ -111,6 +118,7 @@ class Result:
     server_log: str = ""
     server_exit: int | None = None
     done: bool = False
+    crashes: list = field(default_factory=list)   # server kills asked for by crash_io
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -228,20 +236,20 @@ class Netns:
 
 
 def _plan(ns: Netns, port: int, user: str, password: str, share: str,
-          optsets: list[OptSet], file_mib: int, run_id: str) -> str:
+          optsets: list[OptSet], file_mib: int, run_id: str, crash_wait: int = 75) -> str:
     q = shlex.quote
     # the kernel's mount option parser takes ',,' as a literal comma
     pw = password.replace(",", ",,")
     lines = [
         f"SERVER_IP={q(ns.host_ip)}", f"GUEST_IP={q(ns.guest_ip)}", f"PREFIX={ns.prefix}",
         f"PORT={int(port)}", f"USER={q(user)}", f"PASS={q(pw)}", f"FILE_MIB={int(file_mib)}",
-        f"RUN_ID={q(run_id)}", f"NOPTS={len(optsets)}",
+        f"RUN_ID={q(run_id)}", f"NOPTS={len(optsets)}", f"CRASH_WAIT={int(crash_wait)}",
     ]
     for i, o in enumerate(optsets, 1):
         lines += [
             f"OPT_{i}_NAME={q(o.name)}", f"OPT_{i}_SHARE={q(o.share or share)}",
             f"OPT_{i}_OPTS={q(o.options)}", f"OPT_{i}_DIALECT={q(o.dialect)}",
-            f"OPT_{i}_SIGN={int(o.sign)}", f"OPT_{i}_SEAL={int(o.seal)}",
+            f"OPT_{i}_SIGN={int(o.sign)}", f"OPT_{i}_SEAL={int(o.seal)}", f"OPT_{i}_CRASH={int(o.crash)}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -288,6 +296,7 @@ def run_kernel_client(
     verbose: bool = False,
     cache: Path | None = None,
     qemu_extra: list[str] | None = None,
+    crash_wait: int = 75,
 ) -> Result:
     """Run the guest test plan against ``server_cmd`` and return a Result."""
     if os.geteuid() != 0:
@@ -334,7 +343,7 @@ def run_kernel_client(
             old_handlers[s] = signal.signal(s, _on_signal)
     try:
         # ---- per-run initramfs = base + overlay with /plan
-        plan = _plan(ns, port, user, password, share, opts, file_mib, run_id)
+        plan = _plan(ns, port, user, password, share, opts, file_mib, run_id, crash_wait)
         (wd / "plan").write_text(plan)
         buf = io.BytesIO()
         with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
@@ -376,6 +385,45 @@ def run_kernel_client(
             time.sleep(0.05)
         res.timings["server_start"] = round(time.monotonic() - t0, 2)
         say(f"server pid {server.pid} ready in {res.timings['server_start']}s")
+        crash_lock = threading.Lock()
+
+        def crash_restart(optset: str, k: int) -> None:
+            """The guest asked for a server crash: SIGKILL it (and what it forked, by PID), start
+            the same command again (same address, same cwd and state), wait until it listens."""
+            nonlocal server
+            with crash_lock:
+                t_kill = time.monotonic()
+                old = server
+                info = {"optset": optset, "n": k, "killed_pid": old.pid}
+                try:
+                    os.kill(old.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                old.wait(10)
+                for p in _session_members(old.pid):
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                info["exit"] = old.returncode
+                with open(server_log, "ab") as slog:
+                    slog.write(f"\n=== smbk: SIGKILL {old.pid} ({optset} crash {k}), restarting ===\n".encode())
+                    slog.flush()
+                    server = subprocess.Popen(ns.exec_prefix() + argv, stdin=subprocess.DEVNULL,
+                                              stdout=slog, stderr=subprocess.STDOUT, cwd=server_cwd,
+                                              env=env, start_new_session=True)
+                info["new_pid"] = server.pid
+                end = time.monotonic() + ready_timeout
+                while not _listening(server.pid, port) and server.poll() is None and time.monotonic() < end:
+                    time.sleep(0.02)
+                info["listening"] = _listening(server.pid, port)
+                info["down_s"] = round(time.monotonic() - t_kill, 2)
+                res.crashes.append(info)
+                if not info["listening"]:
+                    res.errors.append(f"server did not come back after crash {k} of {optset}: "
+                                      f"{_tail(server_log, 10)}")
+                say(f"crash {k} ({optset}): killed {old.pid}, server pid {server.pid} back after "
+                    f"{info['down_s']}s")
 
         # ---- guest
         qemu_argv = [
@@ -407,6 +455,11 @@ def run_kernel_client(
                     line = raw.decode(errors="replace").rstrip("\r\n").replace("\r", "")
                     if verbose and (line.startswith(("RESULT", "BEGIN", "END", "DONE", "LOG", "SMBK"))):
                         print(f"[guest] {line}", file=sys.stderr, flush=True)
+                    mc = CRASH_RE.match(line)
+                    if mc:
+                        threading.Thread(target=crash_restart, args=(mc.group(1), int(mc.group(2))),
+                                         daemon=True).start()
+                        continue
                     m = RESULT_RE.match(line)
                     if m:
                         name, check, status, detail = m.groups()
@@ -455,6 +508,16 @@ def run_kernel_client(
         for name, o in optres.items():
             st = [v["status"] for v in o["checks"].values()]
             o["ok"] = o["completed"] and "FAIL" not in st and o["checks"].get("mount", {}).get("status") == "PASS"
+            spec = next((x for x in opts if x.name == name), None)
+            if spec is not None and spec.crash:
+                for c in ("crash_io", "crash_verify"):
+                    if o["checks"].get(c, {}).get("status") != "PASS":
+                        o["ok"] = False
+                        o["checks"].setdefault(c, {"status": "FAIL", "detail": "not reported"})
+                if sum(1 for x in res.crashes if x["optset"] == name) != spec.crash:
+                    o["ok"] = False
+                    res.errors.append(f"{name}: {spec.crash} server crashes planned, "
+                                      f"{sum(1 for x in res.crashes if x['optset'] == name)} done")
             if not o["completed"]:
                 o["checks"].setdefault("completed", {"status": "FAIL", "detail": "option set did not finish"})
         res.optsets = optres
@@ -507,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-regex", default=None, help="also wait for this in the server output")
     ap.add_argument("--server-cwd", default=None)
     ap.add_argument("--file-mib", type=int, default=4)
+    ap.add_argument("--crash-wait", type=int, default=75,
+                    help="crash option sets: seconds the check after a remount may wait for handles the "
+                         "client abandoned to expire (above the server's reconnect window)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs) on success")
     ap.add_argument("--json", action="store_true", help="print the full JSON result on stdout")
@@ -539,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         server_cmd, port=port, share=share, user=user, password=password,
         optsets=optsets, ph_share=args.ph_share, subnet=args.subnet, timeout=args.timeout,
         ready_timeout=args.ready_timeout, ready_regex=args.ready_regex,
-        server_cwd=args.server_cwd, file_mib=args.file_mib, workdir=workdir,
+        server_cwd=args.server_cwd, file_mib=args.file_mib, workdir=workdir, crash_wait=args.crash_wait,
         keep=args.keep, verbose=not args.quiet)
     if args.samba and res.ok and not args.keep and not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-dir", help="keep raw subunit/stderr per suite here")
     ap.add_argument("--fresh-server", action="store_true",
                     help="with --server: a new server (and share) for every suite")
+    ap.add_argument("--ca", action="store_true",
+                    help="with --server smbnd: make the share continuously available (persistent handles)")
+    ap.add_argument("--server-arg", action="append", default=None, metavar="ARG",
+                    help="with --server smbnd: extra 'smbnd serve' argument (repeatable)")
     ap.add_argument("--verbose", "-v", action="store_true")
     a = ap.parse_args(argv)
 
@@ -268,8 +272,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def start_server():
         nonlocal server
+        kw = {}
+        if a.server == "smbnd":
+            if a.ca:
+                kw["share_flags"] = ":ca"
+            if a.server_arg is not None:
+                kw["extra_args"] = a.server_arg
         server = make_server(a.server, host=a.host, port=a.port, share=a.share,
-                             user=(user, password), user2=(user2 or "smbtest2", password2 or "Passw0rd2"))
+                             user=(user, password), user2=(user2 or "smbtest2", password2 or "Passw0rd2"), **kw)
         server.start()
         return server
 

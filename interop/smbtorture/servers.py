@@ -1,9 +1,11 @@
 """Launchers for the servers smbtorture (and bench/) run against.
 
 * :class:`SmbndServer` -- ``python -m smbnd serve --listen H:P --share tmp=DIR
-  --user U:P --user U2:P2``; ready when it prints a line containing
-  "listening" (and the port accepts).  Override the command prefix with the
-  ``SMBND_CMD`` environment variable (e.g. ``SMBND_CMD="smbnd"``).
+  --user U:P --user U2:P2 --state-dir WORKDIR/state``; ready when it prints a line
+  containing "listening" (and the port accepts).  Override the command prefix with the
+  ``SMBND_CMD`` environment variable (e.g. ``SMBND_CMD="smbnd"``); ``share_flags=":ca"``
+  (or ``SMBND_SHARE_FLAGS=:ca``) makes the share continuously available, ``extra_args``
+  (or ``SMBND_EXTRA_ARGS``) adds serve options.
 * :func:`samba_server` -- the reference smbd via :mod:`interop.samba_ref`.
 
 Both are context managers exposing ``host``, ``port``, ``share``, ``user``,
@@ -66,6 +68,7 @@ class SmbndServer:
         extra_args: list[str] | None = None,
         cmd: list[str] | None = None,
         start_timeout: float = 30.0,
+        share_flags: str | None = None,
     ) -> None:
         self._tmp = None
         if workdir is None:
@@ -78,6 +81,11 @@ class SmbndServer:
         self.share_path = self.workdir / "share"
         self.user, self.user2 = user, user2
         self.extra_args = list(extra_args or [])
+        if extra_args is None and os.environ.get("SMBND_EXTRA_ARGS"):
+            self.extra_args = shlex.split(os.environ["SMBND_EXTRA_ARGS"])
+        # ":ca" makes the share continuously available (persistent handles); SMBND_SHARE_FLAGS too
+        self.share_flags = share_flags if share_flags is not None else os.environ.get("SMBND_SHARE_FLAGS", "")
+        self.state_dir = self.workdir / "state"     # handle stores of CA shares (kept across restarts)
         if cmd is None:
             env_cmd = os.environ.get("SMBND_CMD")
             cmd = shlex.split(env_cmd) if env_cmd else [sys.executable, "-m", "smbnd"]
@@ -91,10 +99,12 @@ class SmbndServer:
     def argv(self) -> list[str]:
         return self.cmd + [
             "serve", "--listen", f"{self.host}:{self.port}",
-            "--share", f"{self.share}={self.share_path}",
+            "--share", f"{self.share}={self.share_path}{self.share_flags}",
+            "--state-dir", str(self.state_dir),
             "--user", f"{self.user[0]}:{self.user[1]}",
             "--user", f"{self.user2[0]}:{self.user2[1]}",
             "--torture-fsctls",   # like the Samba reference's smbd:FSCTL_SMBTORTURE = yes
+            "--directory-leasing",   # as a Windows filer does (off by default for impacket's sake)
             *self.extra_args,
         ]
 

@@ -82,11 +82,14 @@ def maximal_access(sd: sec.SecurityDescriptor, token: frozenset[str]) -> int:
     if sd.dacl is None:   # NULL DACL (or none at all): no protection
         return FULL_ACCESS
     granted = denied = 0
+    is_owner = sd.owner in token
     owner_rights = any(a.sid == SID_OWNER_RIGHTS for a in sd.dacl.aces)
-    if sd.owner in token and not owner_rights:
+    if is_owner and not owner_rights:
         granted |= cr.READ_CONTROL | cr.WRITE_DAC
     for a in sd.dacl.aces:
-        if a.flags & sec.INHERIT_ONLY_ACE or a.sid not in token:
+        if a.flags & sec.INHERIT_ONLY_ACE:
+            continue
+        if a.sid not in token and not (is_owner and a.sid == SID_OWNER_RIGHTS):
             continue
         mask = map_generic_mask(a.mask)
         if a.type == sec.ACCESS_ALLOWED_ACE_TYPE:

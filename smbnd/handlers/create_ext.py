@@ -49,20 +49,49 @@ def check_existing_access(req, fs, host: str, desired: int, read_only: bool) -> 
         return ac.map_generic(desired, read_only=read_only)
     token = acl.token_sids(req.session, server)
     explicit = ac.map_generic(desired & ~cr.MAXIMUM_ALLOWED, read_only=read_only)
-    allowed = acl.maximal_access(sd, token)
+    allowed = _with_parent_rights(req, fs, host, token, acl.maximal_access(sd, token))
     missing = explicit & ~allowed
-    if missing == cr.DELETE and host != fs.root:
-        # DELETE is also granted by FILE_DELETE_CHILD on the parent (MS-FSA 2.1.5.1.2.1)
-        parent = acl.effective_sd(server, fs, os.path.dirname(host), True)
-        if acl.maximal_access(parent, token) & cr.FILE_DELETE_CHILD:
-            missing = 0
-            allowed |= cr.DELETE
     if missing:
         raise SmbError(st.STATUS_ACCESS_DENIED)
     if desired & cr.MAXIMUM_ALLOWED:
         cap = ac.READ_ONLY_MAX if read_only else cr.FILE_ALL_ACCESS
         return explicit | (allowed & cap)
     return explicit
+
+
+def maximal_access(req, fs, host: str, share_max: int) -> int:
+    """SMB2_CREATE_QUERY_MAXIMAL_ACCESS (MS-SMB2 3.3.5.9.5): what the object's SD grants the
+    user (DELETE also through the parent's FILE_DELETE_CHILD), within the share's limit."""
+    sd = acl.stored_sd(fs, host)
+    if sd is None:
+        return share_max
+    token = acl.token_sids(req.session, req.server)
+    return _with_parent_rights(req, fs, host, token, acl.maximal_access(sd, token)) & share_max
+
+
+def _with_parent_rights(req, fs, host: str, token, allowed: int) -> int:
+    """MS-FSA 2.1.5.1.2.1: FILE_DELETE_CHILD on the parent grants DELETE, FILE_LIST_DIRECTORY
+    on the parent grants FILE_READ_ATTRIBUTES."""
+    if host == fs.root or allowed & (cr.DELETE | cr.FILE_READ_ATTRIBUTES) == cr.DELETE | cr.FILE_READ_ATTRIBUTES:
+        return allowed
+    parent = acl.maximal_access(acl.effective_sd(req.server, fs, os.path.dirname(host), True), token)
+    if parent & cr.FILE_DELETE_CHILD:
+        allowed |= cr.DELETE
+    if parent & cr.FILE_READ_DATA:   # FILE_LIST_DIRECTORY
+        allowed |= cr.FILE_READ_ATTRIBUTES
+    return allowed
+
+
+def stream_delete_conflict(server, fs, host: str, stt: os.stat_result, stream: str, access: int) -> bool:
+    """MS-FSA 2.1.5.1.2: opening a file with DELETE access conflicts with an open of any of
+    its named streams that does not share delete (the file would go with the stream)."""
+    if stream or not access & cr.DELETE:
+        return False
+    for name, _sres in fs.streams.list(host):
+        state = server.file_state(state_key(stt, name), create=False)
+        if state is not None and any(not o.share_access & cr.FILE_SHARE_DELETE for o in state.opens):
+            return True
+    return False
 
 
 def stream_data_path(fs, host: str, stream: str, base_exists: bool) -> tuple[str | None, bool]:

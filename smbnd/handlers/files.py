@@ -17,6 +17,7 @@ from ..wire import messages as m
 from . import access as ac
 from . import acl
 from . import create_ext as cx
+from .. import appinstance, replay
 
 log = logging.getLogger("smbnd.files")
 
@@ -28,6 +29,9 @@ def _times(info):
 def create(req) -> Reply:
     r = cr.parse_create(req.msg)
     server, tree = req.server, req.tree
+    dreq = server.durable.before_create(req, r)   # 3.3.5.9.7 / 3.3.5.9.12: a reconnect is answered here
+    if isinstance(dreq, Reply):
+        return dreq
     # 3.3.5.9 parameter validation
     if r.impersonation_level > 3:
         raise SmbError(st.STATUS_BAD_IMPERSONATION_LEVEL)
@@ -52,6 +56,9 @@ def create(req) -> Reply:
         raise SmbError(st.STATUS_INVALID_PARAMETER)
     if r.options & cr.FILE_OPEN_BY_FILE_ID:
         raise SmbError(st.STATUS_NOT_SUPPORTED)
+    replayed = replay.check_create(req, r)      # 3.3.5.9.10: a replayed CREATE (CreateGuid)
+    if replayed is not None:
+        return replayed
     # contexts that change the open (others are parsed and ignored per 3.3.5.9)
     if cr.CTX_TIMEWARP_TOKEN in r.contexts:
         raise SmbError(st.STATUS_OBJECT_NAME_NOT_FOUND)   # no snapshots on this share
@@ -60,6 +67,8 @@ def create(req) -> Reply:
     if lk.status != st.STATUS_SUCCESS:
         raise SmbError(lk.status)
     host, stream = lk.host_path, lk.stream_name
+    appinstance.before_open(req, r, host, stream)   # 3.3.5.9.13: close the old instance's open
+    server.durable.before_open(req, r, host, stream)   # 3.3.5.9: FILE_NOT_AVAILABLE; 3.3.4.6 disconnected
     eas = cx.parse_ea_context(r, fs)            # 2.2.13.2.1
     given_sd = acl.parse_sd_context(r)          # 2.2.13.2.2
     alloc = cx.parse_alloc_context(r)           # 2.2.13.2.6
@@ -74,6 +83,9 @@ def create(req) -> Reply:
     is_dir_req = bool(r.options & cr.FILE_DIRECTORY_FILE)
     if stream and is_dir_req:
         raise SmbError(st.STATUS_NOT_A_DIRECTORY)   # a data stream is never a directory (MS-FSA 2.1.5.1)
+    if lk.stream and existing is not None and stmod.S_ISDIR(existing.st_mode):
+        # "dir::$DATA": a directory has no unnamed data stream (smb2.streams.dir)
+        raise SmbError(st.STATUS_NOT_A_DIRECTORY if is_dir_req else st.STATUS_FILE_IS_A_DIRECTORY)
     # the object opened: the file/directory itself, or a named stream's data (sidecar file)
     data, data_exists = (cx.stream_data_path(fs, host, stream, existing is not None) if stream
                          else (host, existing is not None))
@@ -158,7 +170,8 @@ def create(req) -> Reply:
     key = cx.state_key(stt, stream)
     state = server.file_state(key, create=True, path=data)
     # share modes (MS-FSA 2.1.5.1.2 / 2.1.5.1.2.1)
-    conflict = ac.sharing_conflict(state.opens, access, r.share_access)
+    conflict = ac.sharing_conflict(state.opens, access, r.share_access) \
+        or cx.stream_delete_conflict(server, fs, host, stt, stream, access)
     # MS-FSA 2.1.5.1.2 / 2.1.4.12: break the other opens' oplocks and leases first; wait for the
     # acknowledgments (interim STATUS_PENDING, the whole CREATE re-runs on each state change), then
     # check sharing again: a holder may have closed its handle meanwhile
@@ -168,6 +181,7 @@ def create(req) -> Reply:
     if wait and not created:
         parked = server.oplocks.park(req, key, create)
         if parked is not None:
+            replay.create_parked(req, r, conflict)
             if fd is not None:
                 os.close(fd)
             server.release_file_state(state)
@@ -210,15 +224,19 @@ def create(req) -> Reply:
     server.opens[vid] = o
     tree.open_count += 1
     req.related_file_id = o.file_id
+    replay.on_created(req, r, o, action)
+    appinstance.on_created(req, r, o)
     out_ctx: list[tuple[bytes, bytes]] = []
     if cr.CTX_QUERY_MAXIMAL_ACCESS in r.contexts:
-        out_ctx.append((cr.CTX_QUERY_MAXIMAL_ACCESS, struct.pack("<II", 0, tree.maximal_access)))
+        out_ctx.append((cr.CTX_QUERY_MAXIMAL_ACCESS,
+                        struct.pack("<II", 0, cx.maximal_access(req, fs, host, tree.maximal_access))))
     if cr.CTX_QUERY_ON_DISK_ID in r.contexts:
         out_ctx.append((cr.CTX_QUERY_ON_DISK_ID, struct.pack("<QQ16s", stt.st_ino, stt.st_dev, b"")))
     oplock_level, lease_ctx = server.oplocks.grant(req, o, r, grant, existed=not created, overwrite=overwrite,
                                                    brlocks=bool(state.locks))
     if lease_ctx:
         out_ctx.append((cr.CTX_REQUEST_LEASE, lease_ctx))
+    server.durable.grant(req, o, dreq, out_ctx)   # 3.3.5.9.6 / 3.3.5.9.10 (persistent: stored first)
     if created and not stream:
         server.notify.report(host, "added", is_dir)
     elif action != cr.FILE_OPENED:
@@ -243,6 +261,7 @@ def close_open(server, o: Open) -> None:
     if o.closed:
         return
     o.closed = True
+    server.durable.on_close(o)      # durable index, reconnect timer, handle-store row
     server.opens.pop(o.volatile_id, None)
     o.tree.open_count -= 1
     server.oplocks.on_close(o)

@@ -156,9 +156,8 @@ def _set_compression(req, o, r):
 
 
 def _resiliency(req, o, r):
-    if req.conn.dialect < 0x0210:
-        raise SmbError(st.STATUS_INVALID_DEVICE_REQUEST)
-    raise SmbError(st.STATUS_NOT_SUPPORTED)
+    # MS-SMB2 3.3.5.15.9 (smbnd.durable): Timeout ms + Reserved; 2.0.2 -> INVALID_DEVICE_REQUEST
+    return req.server.durable.request_resiliency(req, o, r)
 
 
 _FILE_FSCTLS = {

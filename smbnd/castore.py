@@ -1,0 +1,264 @@
+"""Handle stores of the continuously available shares (smbnd.handlestore, one per CA share).
+
+File: ``<config.state_dir>/<share name>.handles.sqlite`` -- never inside the share. Rows are the
+persistent opens (MS-SMB2 3.3.1.10 Open.IsPersistent) and the resilient opens of the share, with
+their byte-range locks and oplock/lease state:
+
+* a persistent grant (and a resiliency request on a CA share) is committed before the CREATE
+  (IOCTL) response goes out (``persist_new``);
+* every change of such an open's locks (``persist_locks``, from LockManager) and of its caching
+  after a break acknowledgment (``persist_caching``) is committed before the response;
+* a close deletes the row (``forget``).
+
+On start (``load_all``) every row is marked disconnected (``mark_all_disconnected``) and rebuilt
+as a disconnected Open with a fresh reconnect window (durable_timeout_ms of the row): in the
+FileState of its file (share modes, STATUS_FILE_NOT_AVAILABLE for other openers), with its locks
+and its lease. The file's identity (st_dev, st_ino) must still match or the row is dropped. The
+backing fd is opened only when the owner reclaims the open (``reopen_fd``, identity checked again).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+
+from . import status as st
+from .handlestore import HandleStore, OpenRecord, StoreError
+from .lease import Lease
+from .state import ByteRangeLock, Open, Session, TreeConnect
+from .wire import create as cr
+
+log = logging.getLogger("smbnd.castore")
+ZERO_GUID = b"\0" * 16
+
+
+def store_path(config, share_name: str) -> str:
+    return os.path.join(os.path.abspath(config.state_dir), f"{share_name}.handles.sqlite")
+
+
+class CaStores:
+    def __init__(self, server, mgr):
+        self.server = server
+        self.mgr = mgr
+        self.by_share: dict[str, HandleStore] = {}
+
+    def store(self, share) -> HandleStore:
+        s = self.by_share.get(share.name.lower())
+        if s is None:
+            s = HandleStore(store_path(self.server.config, share.name), volume=share.config.path)
+            self.by_share[share.name.lower()] = s
+        return s
+
+    # ------------------------------------------------------------------ records
+    @staticmethod
+    def record(o: Open) -> OpenRecord:
+        lease = o.lease
+        dev, ino = (o.file_key or (0, 0))[:2]
+        return OpenRecord(
+            persistent_id=o.persistent_id, share=o.tree.share.name, path=o.name, is_directory=o.is_directory,
+            create_guid=o.create_guid or ZERO_GUID, client_guid=o.client_guid or ZERO_GUID,
+            user=o.dh.owner[0], domain=o.dh.owner[1], desired_access=o.access, share_access=o.share_access,
+            create_options=o.create_options, is_persistent=bool(o.persistent), is_resilient=bool(o.resilient),
+            durable_timeout_ms=max(o.durable_timeout if o.persistent else 0, o.dh.resiliency_ms),
+            oplock_level=o.oplock_level,
+            lease_key=lease.key if lease is not None else None,
+            lease_state=lease.state if lease is not None else 0,
+            lease_epoch=lease.epoch if lease is not None else 0,
+            lease_version=lease.version if lease is not None else 0,
+            parent_lease_key=lease.parent_key if lease is not None else None,
+            app_instance_id=o.app_instance_id or None, channel_sequence=o.channel_sequence,
+            app_instance_version_high=(getattr(o, "app_instance_version", None) or (0, 0))[0],
+            app_instance_version_low=(getattr(o, "app_instance_version", None) or (0, 0))[1],
+            file_dev=dev, file_ino=ino,
+            locks=[(lk.offset, lk.length, lk.exclusive) for lk in o.locks])
+
+    def persist_new(self, o: Open, share) -> bool:
+        """Commit the open (a persistent grant, a resiliency request) before the response."""
+        try:
+            s = self.store(share)
+            s.put(self.record(o))
+        except (StoreError, OSError, Exception) as e:   # sqlite3.Error included
+            log.error("handle store of share %s: %s; not granting persistence", share.name, e)
+            return False
+        o.dh.store = s
+        return True
+
+    def persist_locks(self, o: Open) -> None:
+        """Byte-range locks of a stored open changed (LOCK, a granted blocking lock, an unlock)."""
+        dh = o.dh
+        if dh is None or dh.store is None or o.closed:
+            return
+        try:
+            dh.store.put(self.record(o))
+        except Exception:
+            log.exception("handle store: saving the locks of %s", o.name)
+
+    def persist_caching(self, opens) -> None:
+        """The oplock level / lease state of stored opens changed (a break was acknowledged)."""
+        for o in opens:
+            dh = o.dh
+            if dh is None or dh.store is None or o.closed:
+                continue
+            lease = o.lease
+            try:
+                dh.store.update(o.persistent_id, oplock_level=o.oplock_level,
+                                lease_state=lease.state if lease is not None else 0,
+                                lease_epoch=lease.epoch if lease is not None else 0)
+            except Exception:
+                log.exception("handle store: saving the caching state of %s", o.name)
+
+    def forget(self, o: Open) -> None:
+        dh = o.dh
+        try:
+            dh.store.delete(o.persistent_id)
+        except Exception:
+            log.exception("handle store: deleting %s", o.name)
+        dh.store = None
+
+    # ------------------------------------------------------------------ start-up
+    def load_all(self) -> None:
+        server = self.server
+        restored = []
+        for share in server.shares.values():
+            if share.config is None or not share.config.ca:
+                continue
+            try:
+                s = self.store(share)
+            except Exception as e:
+                log.error("handle store of CA share %s unusable: %s", share.name, e)
+                continue
+            row = s.db.execute("SELECT value FROM meta WHERE key = 'volume'").fetchone()
+            if row is not None and row[0] and row[0] != share.config.path:
+                log.error("%s belongs to %s, not %s: not loading it", s.path, row[0], share.config.path)
+                continue
+            s.mark_all_disconnected()
+            t0 = time.monotonic()
+            rows = s.load_all()
+            n = 0
+            for rec in rows:
+                o = self._restore(rec, share, s)
+                if o is None:
+                    s.delete(rec.persistent_id)
+                else:
+                    restored.append(o)
+                    n += 1
+                    log.info("restored %s open %s (persistent id %#x, %d locks, lease %s)",
+                             "persistent" if o.persistent else "resilient", o.name, o.persistent_id,
+                             len(o.locks), o.lease.key.hex() if o.lease is not None else "-")
+            if rows:
+                log.warning("share %s: %d persistent/resilient opens restored disconnected (%d dropped) "
+                            "in %.2f s", share.name, n, len(rows) - n, time.monotonic() - t0)
+        if restored:
+            # FileId.Persistent values of this run must not collide with the restored ones
+            nxt = next(server._persistent_ids)
+            top = max(o.persistent_id for o in restored)
+            server._persistent_ids = itertools.count(max(nxt, top + 1))
+
+    def _restore(self, rec, share, s) -> Open | None:
+        server = self.server
+        fs = share.fs
+        lk = fs.lookup(rec.path)
+        if lk.status != st.STATUS_SUCCESS or not lk.exists:
+            log.warning("stored open %s of share %s: the file is gone; dropped", rec.path, share.name)
+            return None
+        try:
+            stt = os.stat(lk.host_path)
+        except OSError:
+            return None
+        if (stt.st_dev, stt.st_ino) != (rec.file_dev, rec.file_ino):
+            log.warning("stored open %s of share %s: another file has that name now; dropped",
+                        rec.path, share.name)
+            return None
+        from .durable import DurableInfo
+        from .handlers.create_ext import state_key
+        stream = lk.stream_name
+        key = state_key(stt, stream)
+        session, tree = self._placeholders(share)
+        o = Open(persistent_id=rec.persistent_id, volatile_id=0, tree=tree, session=session, name=rec.path,
+                 host_path=lk.host_path, is_directory=bool(rec.is_directory), access=rec.desired_access,
+                 share_access=rec.share_access, create_options=rec.create_options, fd=None,
+                 write_through=bool(rec.create_options & cr.FILE_WRITE_THROUGH))
+        o.file_key = key
+        o.stream = stream
+        o.durable = bool(rec.is_persistent)
+        o.persistent = bool(rec.is_persistent)
+        o.resilient = bool(rec.is_resilient)
+        o.create_guid = rec.create_guid if rec.create_guid != ZERO_GUID else b""
+        o.client_guid = rec.client_guid
+        o.durable_timeout = rec.durable_timeout_ms
+        o.oplock_level = rec.oplock_level
+        o.channel_sequence = rec.channel_sequence
+        if rec.app_instance_id:
+            o.app_instance_id = rec.app_instance_id
+            if rec.app_instance_version_high or rec.app_instance_version_low:
+                o.app_instance_version = (rec.app_instance_version_high, rec.app_instance_version_low)
+        o.dh = DurableInfo((rec.user, rec.domain), v2=bool(o.create_guid), store=s,
+                           resiliency_ms=rec.durable_timeout_ms if rec.is_resilient else 0)
+        data = lk.host_path
+        if stream:
+            data = fs.streams.data_path(lk.host_path, stream) or lk.host_path
+        state = server.file_state(key, create=True, path=data)
+        state.opens.append(o)
+        for off, ln, excl in rec.locks:
+            lock = ByteRangeLock(off, ln, bool(excl), o)
+            state.locks.append(lock)
+            o.locks.append(lock)
+        if rec.lease_key:
+            leases = server.oplocks.leases
+            lease = leases.get(rec.client_guid, rec.lease_key)
+            if lease is None:
+                lease = Lease(rec.client_guid, rec.lease_key, key, version=rec.lease_version or 1,
+                              state=rec.lease_state, epoch=rec.lease_epoch, parent_key=rec.parent_lease_key)
+                leases.add(lease)
+            lease.opens.append(o)
+            o.lease = lease
+            o.oplock_level = cr.OPLOCK_LEVEL_LEASE
+        self.mgr.by_pid[o.persistent_id] = o
+        try:    # the replay (CreateGuid) and app instance indexes, when those modules are there
+            from . import appinstance, replay
+            replay.register(server, rec.client_guid, o)
+            appinstance.register(server, o)
+        except (ImportError, AttributeError):
+            pass
+        self.mgr._start_window(o)
+        return o
+
+    def _placeholders(self, share):
+        """Session and TreeConnect stand-ins of restored opens (their real ones died with the old
+        process; Open.Session/TreeConnect are NULL while disconnected, 3.3.7.1)."""
+        ph = getattr(self, "_ph", None)
+        if ph is None:
+            ph = self._ph = {}
+        t = ph.get(share.name)
+        if t is None:
+            sess = Session(session_id=0, connection=None, dialect=0)
+            t = ph[share.name] = (sess, TreeConnect(tree_id=0, session=sess, share=share, maximal_access=0))
+        return t
+
+    def reopen_fd(self, o: Open) -> bool:
+        """The owner reclaims a restored open: open the backing file again; it must still be the
+        file the open was made on."""
+        fs = o.tree.share.fs
+        data = o.host_path
+        if o.stream:
+            data = fs.streams.data_path(o.host_path, o.stream) or o.host_path
+        from .handlers.access import WRITE_LIKE
+        ro = bool(o.tree.share.config and o.tree.share.config.read_only)
+        flags = os.O_RDWR if (o.access & WRITE_LIKE and not ro) else os.O_RDONLY
+        try:
+            fd = os.open(data, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as e:
+            log.warning("reclaiming %s: %s", o.name, e.strerror)
+            return False
+        try:
+            stt = os.stat(o.host_path) if o.stream else os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return False
+        if (stt.st_dev, stt.st_ino) != tuple(o.file_key[:2]):
+            os.close(fd)
+            log.warning("reclaiming %s: the file was replaced", o.name)
+            return False
+        o.fd = fd
+        return True
