@@ -32,7 +32,7 @@ ALL_FF16 = b"\xff" * 16
 class Reply:
     """A handler's result: status and body buffers (kept as a list to avoid copying data)."""
 
-    __slots__ = ("status", "body", "session", "tree_id", "sign", "after_pack", "pending", "no_response")
+    __slots__ = ("status", "body", "session", "tree_id", "sign", "signer", "after_pack", "pending", "no_response")
 
     def __init__(self, body=None, status: int = st.STATUS_SUCCESS):
         self.status = status
@@ -40,6 +40,7 @@ class Reply:
         self.session: Session | None = None      # overrides request session (SESSION_SETUP)
         self.tree_id: int | None = None
         self.sign: bool | None = None            # force signing on/off
+        self.signer = None                       # key other than this channel's (binding, 3.3.5.5.2)
         self.after_pack: Callable[[bytes], None] | None = None
         self.pending: "AsyncOp | None" = None
         self.no_response = False
@@ -183,9 +184,21 @@ class Connection:
                     log.exception("cancel on close")
         self.async_ops.clear()
         for sess in list(self.sessions.values()):
-            self.server.destroy_session(sess)
+            self._drop_channel(sess)
         self.sessions.clear()
         self._close()
+
+    def _drop_channel(self, sess: Session) -> None:
+        """MS-SMB2 3.3.7.1: the channel of this connection leaves Session.ChannelList; the session
+        (its opens, trees) is torn down only when no channel is left."""
+        sess.binding.pop(self, None)
+        sess.channels.pop(self, None)
+        live = [c for c in sess.channels if not c.closed]
+        if not live:
+            self.server.destroy_session(sess)
+            return
+        if sess.connection is self:
+            sess.connection = live[0]   # a live channel answers for the session (breaks, 3.3.4.6/7)
 
     # ---- encryption (MS-SMB2 3.3.5.2.1)
     def _decrypt(self, frame):
@@ -369,7 +382,17 @@ class Connection:
 
     def _verify_session(self, req: Request, sid: int, enc_session) -> Session:
         session = self.server.sessions.get(sid)
-        if session is None or (session.connection is not self):
+        if session is None:
+            raise SmbError(st.STATUS_USER_SESSION_DELETED)
+        if not (session.connection is self or self in session.channels):
+            # another channel's session of this client (multichannel, 3.3.5.2.9): a request signed
+            # with Session.SigningKey gets a signed USER_SESSION_DELETED (Samba; smbtorture
+            # smb2.session.bind2 needs the SIGNED flag), otherwise ACCESS_DENIED (3.3.5.2.4)
+            other = session.connection
+            if req.signed and session.signer is not None and session.state == SESSION_VALID \
+                    and other is not None and other.client_guid == self.client_guid and not req.encrypted:
+                self._verify_signature(req, session, session.signer)
+                req.session = session
             raise SmbError(st.STATUS_USER_SESSION_DELETED)
         if enc_session is not None and enc_session is not session:
             raise SmbError(st.STATUS_ACCESS_DENIED)
@@ -386,18 +409,21 @@ class Connection:
                 raise SmbError(st.STATUS_ACCESS_DENIED)
         return session
 
-    def _verify_signature(self, req: Request, session: Session) -> None:
-        if session.signer is None:
+    def _verify_signature(self, req: Request, session: Session, signer=None) -> None:
+        """3.3.5.2.4: Channel.SigningKey of this connection (Session.SigningKey when binding)."""
+        if signer is None:
+            signer = session.signer_for(self)
+        if signer is None:
             raise SmbError(st.STATUS_ACCESS_DENIED)
         msg = req.msg
         sig = bytes(msg[48:64])
-        if session.signer.algorithm == SIGN_AES_GMAC:
+        if signer.algorithm == SIGN_AES_GMAC:
             m = bytearray(msg)          # GMAC needs the AAD contiguous: one copy
             m[48:64] = bytes(16)
             parts = [m]
         else:
             parts = [msg[:48], bytes(16), msg[64:]]
-        want = session.signer.signature(parts, req.hdr.message_id, is_response=False,
+        want = signer.signature(parts, req.hdr.message_id, is_response=False,
                                         is_cancel=req.hdr.command == hd.CANCEL)
         if want != sig:
             log.info("bad signature from %s (command %s)", self.peer, hd.COMMAND_NAMES.get(req.hdr.command))
@@ -431,15 +457,20 @@ class Connection:
             rh.flags |= hd.FLAGS_ASYNC_COMMAND
             rh.async_id = reply.pending.async_id
         raw = hd.pack_header(rh)
-        if reply.after_pack is not None:
-            reply.after_pack(bytes(raw) + b"".join(bytes(b) for b in reply.body))
         # signing decision (MS-SMB2 3.3.4.1.1)
         sign_with = None
         if session is not None and session.signer is not None and reply.pending is None:
             want = reply.sign if reply.sign is not None else (
                 (req.signed or session.signing_required) and session.state == SESSION_VALID)
             if want:
-                sign_with = session
+                sign_with = reply.signer or session.signer_for(self)
+        if reply.after_pack is not None:
+            if sign_with is not None:
+                # a signed SESSION_SETUP response (binding, 3.3.5.5.2) enters the 3.1.1 preauth
+                # hash as sent: sign it here (SESSION_SETUP is not compounded in practice)
+                self._sign(raw, [raw, *reply.body], sign_with)
+                sign_with = None
+            reply.after_pack(bytes(raw) + b"".join(bytes(b) for b in reply.body))
         encrypt_with = None
         if session is not None and session.encryptor is not None and session.state == SESSION_VALID:
             if req.encrypted or (hdr.command not in (hd.NEGOTIATE, hd.SESSION_SETUP) and
@@ -473,11 +504,11 @@ class Connection:
         self.write(parts)
 
     @staticmethod
-    def _sign(raw: bytearray, msg_parts: list, session: Session) -> None:
+    def _sign(raw: bytearray, msg_parts: list, signer) -> None:
         flags = struct.unpack_from("<I", raw, 16)[0] | hd.FLAGS_SIGNED
         struct.pack_into("<I", raw, 16, flags)
         mid = struct.unpack_from("<Q", raw, 24)[0]
-        hd.set_signature(raw, 0, session.signer.signature(msg_parts, mid, is_response=True))
+        hd.set_signature(raw, 0, signer.signature(msg_parts, mid, is_response=True))
 
     def write(self, parts: list) -> None:
         if not self.closed:
@@ -507,7 +538,7 @@ class Connection:
         parts = [raw, *body]
         encrypt = bool(session and session.encryptor and (op.encrypted or session.encrypt_data))
         if session and session.signer and not encrypt and (op.signed or session.signing_required):
-            self._sign(raw, parts, session)
+            self._sign(raw, parts, session.signer_for(self))
         if encrypt:
             parts = self._encrypt(session, parts)
         self.write(parts)

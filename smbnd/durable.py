@@ -130,6 +130,12 @@ class DurableManager:
             if len(dh2q) != 32:
                 raise SmbError(st.STATUS_INVALID_PARAMETER)
             timeout, flags, _res, guid = struct.unpack_from("<II8s16s", dh2q, 0)
+            if req.hdr.flags & hd.FLAGS_REPLAY_OPERATION:
+                o = next((x for x in self.by_pid.values() if x.create_guid == guid and not x.closed
+                          and x.client_guid == req.conn.client_guid and x.dh is not None
+                          and x.dh.disconnected), None)
+                if o is not None:
+                    return self._replay_reclaim(req, r, o)
             return DurableRequest(True, timeout, bool(flags & DHANDLE_FLAG_PERSISTENT), guid)
         if len(dhnq) != 16:
             raise SmbError(st.STATUS_INVALID_PARAMETER)
@@ -281,6 +287,26 @@ class DurableManager:
         log.info("reconnected %s open %s (persistent id %#x)", "persistent" if o.persistent else
                  "durable" if o.durable else "resilient", o.name, o.persistent_id)
         return self._response(req, r, o)
+
+    def _replay_reclaim(self, req, r, o):
+        """A replayed DH2Q CREATE (SMB2_FLAGS_REPLAY_OPERATION) whose Open lost its connection:
+        the client gets that Open back, as created (3.3.5.9.10 finds it by CreateGuid and
+        ClientGuid; smbtorture smb2.replay.replay5)."""
+        if o.dh.deadline and time.monotonic() >= o.dh.deadline:
+            self._expire(o)
+            return DurableRequest(True)     # gone: an ordinary new open
+        if _owner(req.session) != o.dh.owner:
+            raise SmbError(st.STATUS_ACCESS_DENIED)
+        if o.fd is None and not o.is_directory and not self.stores.reopen_fd(o):
+            self._close(o)
+            raise SmbError(st.STATUS_OBJECT_NAME_NOT_FOUND)
+        self._attach(req, o)
+        log.info("replayed CREATE reclaimed %s (persistent id %#x)", o.name, o.persistent_id)
+        try:
+            from . import replay
+            return replay.replay_response(req, r, o)
+        except (ImportError, AttributeError):
+            return self._response(req, r, o)
 
     @staticmethod
     def _why_not(o, conn, create_guid, want_persistent: bool, lr) -> str | None:

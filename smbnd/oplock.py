@@ -347,7 +347,7 @@ class OplockManager:
         log.debug("oplock break %s -> %d on %s", o.name, level, conn.peer)
         conn.send_notification(hd.OPLOCK_BREAK, m.pack_oplock_break_notification(level, o.file_id),
                                o.session, tree=o.tree, with_session_id=True)
-        self._sent(conn)
+        self._sent(conn, lambda: self._resend_oplock(o, level))
 
     def _notify_lease(self, lease: Lease, cur: int, new: int, flags: int) -> None:
         """3.3.4.7: a lease belongs to the client (ClientGuid), not to one connection: like Windows
@@ -368,22 +368,37 @@ class OplockManager:
             session = mine[0] if mine else sessions[0] if sessions else None
             if session is not None:
                 conn.send_notification(hd.OPLOCK_BREAK, body, session, tree=enc_tree)
-                self._sent(conn)
+                self._sent(conn, lambda: self._resend_lease(lease, cur, new, flags))
                 return
         for o in lease.opens:
             conn = o.session.connection
             if conn is not None and not conn.closed:
                 conn.send_notification(hd.OPLOCK_BREAK, body, o.session, tree=enc_tree)
-                self._sent(conn)
+                self._sent(conn, lambda: self._resend_lease(lease, cur, new, flags))
                 return
 
     @staticmethod
-    def _sent(conn) -> None:
+    def _sent(conn, resend=None) -> None:
         """A break notification whose transport acknowledgment never comes means the client is gone
-        (MS-SMB2 3.3.4.6: no channel left): drop the connection after a few retransmission
-        timeouts, as Samba does. Only simulated, for smbtorture's FORCE_UNACKED_TIMEOUT FSCTL."""
+        from that channel: drop the connection after a few retransmission timeouts, as Samba does,
+        and send the break again on another channel of the session (MS-SMB2 3.3.4.6 / 3.3.4.7:
+        any channel; smbtorture smb2.multichannel.leases.test2). Only simulated, for smbtorture's
+        FORCE_UNACKED_TIMEOUT FSCTL."""
         if conn.force_unacked_timeout:
-            later(1.0, conn.close)
+            def _gone():
+                conn.close()
+                if resend is not None:
+                    resend()
+            later(1.0, _gone)
+
+    def _resend_oplock(self, o, level: int) -> None:
+        if not o.closed and self.server.opens.get(o.volatile_id) is o \
+                and (o in self._oplock_breaks or level == cr.OPLOCK_LEVEL_NONE):
+            self._notify_oplock(o, level)
+
+    def _resend_lease(self, lease: Lease, cur: int, new: int, flags: int) -> None:
+        if lease.opens and (lease.breaking or not flags & ACK_REQUIRED):
+            self._notify_lease(lease, cur, new, flags)
 
     # ------------------------------------------------------------------ acknowledgments
     def oplock_ack(self, o, level: int) -> int:

@@ -83,3 +83,8 @@ class Server:
                 log.exception("closing open during session teardown")
         session.trees.clear()
         self.sessions.pop(session.session_id, None)
+        # every channel's Connection.SessionTable loses it (multichannel, MS-SMB2 3.3.5.6 / 3.3.7.1)
+        for conn in list(session.channels):
+            conn.sessions.pop(session.session_id, None)
+        session.channels.clear()
+        session.binding.clear()

@@ -25,6 +25,17 @@ class Share:
         return self.config is None
 
 
+@dataclass(eq=False)
+class Channel:
+    """Session.ChannelList entry (MS-SMB2 3.3.1.14): one connection bound to a session, with
+    its own Channel.SigningKey (3.3.5.5.3). While a binding SESSION_SETUP (3.3.5.5.2) is in
+    progress the channel sits in Session.binding with its acceptor and preauth hash."""
+    connection: Any
+    signer: "Signer | None" = None
+    acceptor: Any = None
+    preauth_hash: bytes = b""
+
+
 # Session.State (3.3.1.8)
 SESSION_IN_PROGRESS = "InProgress"
 SESSION_VALID = "Valid"
@@ -52,6 +63,19 @@ class Session:
     trees: dict[int, "TreeConnect"] = field(default_factory=dict)
     next_tree_id: int = 1
     created: float = 0.0
+    # Session.ChannelList (3.3.1.8/3.3.1.14): connection -> Channel, the first connection's
+    # channel included once the session is valid; `connection` stays one live channel's connection
+    channels: dict = field(default_factory=dict)
+    binding: dict = field(default_factory=dict)      # connection -> Channel, bind in progress
+
+    def on(self, conn) -> bool:
+        """Is `conn` one of this session's channels (or the connection setting it up)?"""
+        return conn is self.connection or conn in self.channels
+
+    def signer_for(self, conn) -> "Signer | None":
+        """Channel.SigningKey for requests/responses on `conn` (3.3.5.2.4, 3.3.4.1.1)."""
+        ch = self.channels.get(conn)
+        return ch.signer if ch is not None else self.signer
 
     def add_tree(self, tree: "TreeConnect") -> None:
         self.trees[tree.tree_id] = tree
@@ -124,6 +148,8 @@ class Open:
     file_key: Any = None           # identity of the underlying file (dev, ino) for sharing checks
     write_through: bool = False
     closed: bool = False
+    # in-flight async operations that must finish before a CLOSE completes (Samba bug 14769)
+    holds: list = field(default_factory=list)
     stream: str = ""               # named data stream ("" = the file/directory itself); host_path is the base
     ea_index: int = 0              # FileFullEaInformation enumeration position (MS-FSA 2.1.5.11)
 

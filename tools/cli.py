@@ -58,6 +58,8 @@ def serve(
     encrypt: Optional[bool] = typer.Option(None, "--encrypt/--no-encrypt", help="require encryption globally"),
     directory_leasing: Optional[bool] = typer.Option(None, "--directory-leasing/--no-directory-leasing",
                                                      help="advertise DIRECTORY_LEASING (off by default)"),
+    multichannel: Optional[bool] = typer.Option(None, "--multichannel/--no-multichannel",
+                                                help="advertise MULTI_CHANNEL and allow session binding"),
     torture_fsctls: bool = typer.Option(False, "--torture-fsctls", help="enable smbtorture's test-only FSCTLs"),
     state_dir: Optional[str] = typer.Option(None, "--state-dir",
                                             help="handle stores of the CA shares (default ./var/state)"),
@@ -71,6 +73,8 @@ def serve(
     cfg = build_config(listen, share, user, config, users_file, signing_required, encrypt)
     if directory_leasing is not None:
         cfg.directory_leasing = directory_leasing
+    if multichannel is not None:
+        cfg.multichannel = multichannel
     if state_dir is not None:
         cfg.state_dir = os.path.abspath(state_dir)
     if durable_timeout is not None:

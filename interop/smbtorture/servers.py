@@ -105,6 +105,7 @@ class SmbndServer:
             "--user", f"{self.user2[0]}:{self.user2[1]}",
             "--torture-fsctls",   # like the Samba reference's smbd:FSCTL_SMBTORTURE = yes
             "--directory-leasing",   # as a Windows filer does (off by default for impacket's sake)
+            "--multichannel",   # session binding (smb2.multichannel, smb2.replay, smb2.session bind*)
             *self.extra_args,
         ]
 

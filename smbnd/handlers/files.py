@@ -297,19 +297,33 @@ def close_open(server, o: Open) -> None:
 def close(req) -> Reply:
     flags, fid = m.parse_close(req.msg)
     o = req.open(fid)
+    if o.holds:
+        # an operation still in flight on this handle completes first; the CLOSE waits for it
+        op = req.go_async()
+        o.holds.append(lambda: op.complete(*_close_now(req.server, o, flags)))
+        reply = Reply(status=st.STATUS_PENDING)
+        reply.pending = op
+        return reply
+    status, body = _close_now(req.server, o, flags)
+    return Reply(body, status)
+
+
+def _close_now(server, o, flags: int):
     post = None
     if flags & m.CLOSE_FLAG_POSTQUERY_ATTRIB and not o.is_pipe:
         try:
             post = cx.open_info(o.tree.share.fs, o.host_path, o.fd, o.stream)
         except (VfsError, OSError):
             post = None
-    close_open(req.server, o)
+    if o.closed:
+        return st.STATUS_FILE_CLOSED, [m.ERROR_BODY]
+    close_open(server, o)
     if post is not None and not os.path.lexists(o.host_path):
         post = None   # deleted on close
     if post is None:
-        return Reply(m.pack_close_response(0))
-    return Reply(m.pack_close_response(m.CLOSE_FLAG_POSTQUERY_ATTRIB, _times(post), post.allocation_size,
-                                       post.end_of_file, post.attributes))
+        return st.STATUS_SUCCESS, [m.pack_close_response(0)]
+    return st.STATUS_SUCCESS, [m.pack_close_response(m.CLOSE_FLAG_POSTQUERY_ATTRIB, _times(post),
+                                                     post.allocation_size, post.end_of_file, post.attributes)]
 
 
 def flush(req) -> Reply:

@@ -46,6 +46,31 @@ NO_HANDLE_FSCTLS = (FSCTL_DFS_GET_REFERRALS, FSCTL_DFS_GET_REFERRALS_EX, FSCTL_P
 # response bodies.
 FSCTL_SMBTORTURE_IOCTL_RESPONSE_BODY_PADDING8 = 0x83848013
 FSCTL_SMBTORTURE_GLOBAL_READ_RESPONSE_BODY_PADDING8 = 0x83848023
+FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP = 0x83848043
+
+
+def _async_sleep(req, o, r) -> Reply:
+    """Pends for Input[0] milliseconds holding the handle; a CLOSE meanwhile waits (Samba bug 14769)."""
+    import asyncio
+    if len(r.input) != 1:
+        raise SmbError(st.STATUS_INVALID_PARAMETER)
+    op = req.go_async()
+    marker = object()
+    o.holds.append(marker)
+
+    def _done():
+        status = st.STATUS_FILE_CLOSED if o.closed else st.STATUS_SUCCESS
+        op.complete(status, [q.pack_ioctl_response(r.ctl_code, o.file_id, b"")] if status == 0
+                    else [b"\x09\x00\x00\x00\x00\x00\x00\x00\x00"])
+        waiters = [h for h in o.holds if h is not marker]
+        o.holds.clear()
+        for w in waiters:
+            if callable(w):
+                w()
+    asyncio.get_running_loop().call_later(r.input[0] / 1000, _done)
+    reply = Reply(status=st.STATUS_PENDING)
+    reply.pending = op
+    return reply
 
 
 def _smbtorture(req, r) -> Reply:
@@ -83,6 +108,8 @@ def ioctl(req) -> Reply:
     if o.is_pipe:
         from .pipes import pipe_transceive
         return pipe_transceive(req, o, r)
+    if code == FSCTL_SMBTORTURE_FSP_ASYNC_SLEEP and cfg.torture_fsctls:
+        return _async_sleep(req, o, r)
     handler = _FILE_FSCTLS.get(code)
     if handler is None:
         # what the object store answers for an FSCTL it does not know (Windows, Samba)
