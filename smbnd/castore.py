@@ -123,6 +123,8 @@ class CaStores:
         for share in server.shares.values():
             if share.config is None or not share.config.ca:
                 continue
+            if not os.path.exists(store_path(server.config, share.name)):
+                continue        # nothing recorded yet (the store is created by the first grant)
             try:
                 s = self.store(share)
             except Exception as e:
@@ -211,6 +213,8 @@ class CaStores:
                 lease = Lease(rec.client_guid, rec.lease_key, key, version=rec.lease_version or 1,
                               state=rec.lease_state, epoch=rec.lease_epoch, parent_key=rec.parent_lease_key)
                 leases.add(lease)
+            elif ((rec.lease_epoch - lease.epoch) & 0xFFFF) < 0x8000:   # the newer row wins
+                lease.state, lease.epoch = rec.lease_state, rec.lease_epoch
             lease.opens.append(o)
             o.lease = lease
             o.oplock_level = cr.OPLOCK_LEVEL_LEASE

@@ -464,6 +464,11 @@ class Connection:
                 (req.signed or session.signing_required) and session.state == SESSION_VALID)
             if want:
                 sign_with = reply.signer or session.signer_for(self)
+        elif req.signed and reply.status == st.STATUS_USER_SESSION_DELETED:
+            # no key left to sign with (the session is gone, e.g. a failed re-authentication on
+            # another channel): keep SMB2_FLAGS_SIGNED, clients that require signing check the flag
+            # and skip the signature for this status (Samba's smbXcli; ksmbd does the same)
+            struct.pack_into("<I", raw, 16, struct.unpack_from("<I", raw, 16)[0] | hd.FLAGS_SIGNED)
         if reply.after_pack is not None:
             if sign_with is not None:
                 # a signed SESSION_SETUP response (binding, 3.3.5.5.2) enters the 3.1.1 preauth

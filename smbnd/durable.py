@@ -68,7 +68,7 @@ class DurableInfo:
     disconnected: bool = False      # Open.Session/TreeConnect/Connection are NULL
     deadline: float = 0.0           # time.monotonic() when the scavenger closes it
     timer: Any = None
-    store: Any = None               # castore.ShareStore holding the open (persistent / CA resilient)
+    store: Any = None               # the share's HandleStore (persistent opens, CA resilient opens)
 
 
 def _owner(session) -> tuple[str, str]:
@@ -243,6 +243,8 @@ class DurableManager:
         if persistent and not self.stores.persist_new(o, share):
             o.persistent = False        # the store failed: durable only (logged)
             persistent = False
+        if o.lease is not None and len(o.lease.opens) > 1:
+            self.stores.persist_caching([x for x in o.lease.opens if x is not o])   # an upgrade
         if dreq.v2:
             out_ctx.append((DH2Q, struct.pack("<II", timeout, DHANDLE_FLAG_PERSISTENT if persistent else 0)))
         else:
@@ -462,6 +464,25 @@ class DurableManager:
         if dh.store is not None:
             self.stores.forget(o)
 
+    # ------------------------------------------------------------------ renames
+    def any_under(self, prefix: str) -> bool:
+        """A disconnected durable open below directory `prefix` (host path ending in '/')."""
+        return any(o.dh is not None and o.dh.disconnected and o.host_path.startswith(prefix)
+                   for o in self.by_pid.values() if not o.closed)
+
+    def on_rename(self, file_key, host_path: str, name: str) -> None:
+        """The file of some durable opens was renamed: the disconnected ones follow, and stored
+        rows get the new share-relative name (a restart looks the file up by it)."""
+        for o in self.by_pid.values():
+            if o.file_key != file_key or o.closed:
+                continue
+            o.host_path, o.name = host_path, name
+            if o.dh is not None and o.dh.store is not None:
+                try:
+                    o.dh.store.update(o.persistent_id, path=name)
+                except Exception:
+                    log.exception("handle store: renaming %s", name)
+
     # ------------------------------------------------------------------ resiliency
     def request_resiliency(self, req, o, r):
         """FSCTL_LMR_REQUEST_RESILIENCY (3.3.5.15.9): NETWORK_RESILIENCY_REQUEST {Timeout ms,
@@ -487,7 +508,3 @@ class DurableManager:
         if share.config is not None and share.config.ca:
             self.stores.persist_new(o, share)     # kept across a server restart too
         return b"", st.STATUS_SUCCESS
-
-
-def replay_flag(req) -> bool:
-    return bool(req.hdr.flags & hd.FLAGS_REPLAY_OPERATION)

@@ -177,6 +177,13 @@ class Cli:
         body = struct.pack("<HHI16sQQII", 48, 1, 0, file_id, offset, length, flags, 0)
         return self.raw(0x0A, body)[0]
 
+    def rename(self, file_id: bytes, new_name: str) -> int:
+        """SET_INFO FileRenameInformation (2.2.39, MS-FSCC 2.4.37.2); returns the status."""
+        n = new_name.encode("utf-16-le")
+        info = struct.pack("<B7sQI", 0, b"", 0, len(n)) + n
+        body = struct.pack("<HBBIHHI16s", 33, 1, 10, len(info), 96, 0, 0, file_id) + info
+        return self.raw(0x11, body)[0]
+
     def close(self) -> None:
         try:
             self.conn.disconnect(True, timeout=10)

@@ -126,14 +126,16 @@ def test_owner_never_returns_window_expires(tmp_path):
     try:
         assert b.create(fn, share=7).status == st.STATUS_FILE_NOT_AVAILABLE
         deadline = t0 + 15
+        k2 = os.urandom(16)
         while True:
-            r2 = b.create(fn, share=7)
+            r2 = b.create(fn, [lease_v2(k2, R | W | H)], oplock=LEASE, share=7)
             if r2.ok or time.monotonic() > deadline:
                 break
             assert r2.status == st.STATUS_FILE_NOT_AVAILABLE
             time.sleep(0.25)
         assert r2.ok, hex(r2.status)
         assert time.monotonic() - t0 >= 1.5          # not before the (fresh) 2 s window ended
+        assert r2.lease()[:2] == (k2, R | W | H)      # the old lease is gone with the open
         assert r2.open.read(0, 100) == b"z" * 100    # the data stayed
         assert b.lock(r2.file_id, 0, 100, LOCK_EXCLUSIVE | LOCK_FAIL_IMMEDIATELY) == 0   # lock released
         assert HandleStore(os.path.join(tmp_path, "state", "ca.handles.sqlite")).load_all() == []

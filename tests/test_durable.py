@@ -65,6 +65,8 @@ def test_v1_needs_batch_or_handle_lease(server):
         assert r.ok and DHNQ not in r.contexts            # no H: not durable
         r = c.create(name("v1"), [dhnq(), lease_v2(os.urandom(16), R | H)], oplock=LEASE)
         assert r.ok and DHNQ in r.contexts
+        r = c.create(name("v1"), [dhnq(), lease_v1(os.urandom(16), R | W | H)], oplock=LEASE)
+        assert r.ok and DHNQ in r.contexts and r.lease()[1] == R | W | H
     finally:
         c.close()
 
@@ -262,6 +264,28 @@ def test_locks_kept_across_reconnect_and_in_store(server):
         store.close()
 
 
+def test_rename_of_persistent_open_follows_in_store(server):
+    a = cli(server, "ca")
+    fn, guid = name("ren"), os.urandom(16)
+    r = a.create(fn, [dh2q(guid, 0, persistent=True)], share=7, access=0x12019F | 0x10000)   # + DELETE
+    assert r.dh2q()[1] == PERSISTENT
+    assert a.rename(r.file_id, "renamed-" + fn) == 0
+    store = HandleStore(os.path.join(server.state_dir, "ca.handles.sqlite"))
+    try:
+        assert store.get(int.from_bytes(r.file_id[:8], "little")).path == "renamed-" + fn
+    finally:
+        store.close()
+    a.drop()
+    b = cli(server, "ca")
+    c = cli(server, "ca", guid=a.guid)
+    try:
+        assert b.create("renamed-" + fn).status == st.STATUS_FILE_NOT_AVAILABLE
+        assert c.create("renamed-" + fn, [dh2c(r.file_id, guid, True)]).ok
+    finally:
+        b.close()
+        c.close()
+
+
 def test_resiliency_fsctl(server):
     a = cli(server)
     fn = name("res")
@@ -326,6 +350,25 @@ def test_smbtorture_durable_suites(flags, tmp_path):
             report.append(f"{suite}: {run.summary()}")
             assert len(passed) >= TORTURE_EXPECTED[suite], (suite, failed)
         print("\n".join(report))
+    finally:
+        srv.stop()
+
+
+@pytest.mark.torture
+@pytest.mark.timeout(300)
+def test_smbtorture_replay_of_disconnected_persistent_open(tmp_path):
+    """smb2.replay.replay5 (CA share): a DH2Q create of a disconnected persistent open without the
+    replay flag -> STATUS_DUPLICATE_OBJECTID; replayed -> the original open, persistent."""
+    if not _torture_available():
+        pytest.skip("smbtorture not installed")
+    from interop.smbtorture.run_torture import run_suite
+    from interop.smbtorture.servers import SmbndServer as TortureServer
+    srv = TortureServer(workdir=tmp_path, share_flags=":ca")
+    srv.start()
+    try:
+        run = run_suite("smb2.replay.replay5", srv.host, srv.port, srv.share, *srv.user, *srv.user2, timeout=120)
+        bad = {k: v for k, v in run.results.items() if v[0] not in ("success", "uxsuccess")}
+        assert run.results and not bad, bad
     finally:
         srv.stop()
 

@@ -45,6 +45,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import build as guest_build  # noqa: E402
+import crash  # noqa: E402
 
 # name -> (mount options after port/user/password, expected dialect, sign, seal)
 OPTSETS: dict[str, tuple[str, str, bool, bool]] = {
@@ -388,41 +389,20 @@ def run_kernel_client(
         crash_lock = threading.Lock()
 
         def crash_restart(optset: str, k: int) -> None:
-            """The guest asked for a server crash: SIGKILL it (and what it forked, by PID), start
-            the same command again (same address, same cwd and state), wait until it listens."""
+            """The guest asked for a server crash (crash.py): SIGKILL, same command again."""
             nonlocal server
             with crash_lock:
-                t_kill = time.monotonic()
-                old = server
-                info = {"optset": optset, "n": k, "killed_pid": old.pid}
-                try:
-                    os.kill(old.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                old.wait(10)
-                for p in _session_members(old.pid):
-                    try:
-                        os.kill(p, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                info["exit"] = old.returncode
-                with open(server_log, "ab") as slog:
-                    slog.write(f"\n=== smbk: SIGKILL {old.pid} ({optset} crash {k}), restarting ===\n".encode())
-                    slog.flush()
-                    server = subprocess.Popen(ns.exec_prefix() + argv, stdin=subprocess.DEVNULL,
-                                              stdout=slog, stderr=subprocess.STDOUT, cwd=server_cwd,
-                                              env=env, start_new_session=True)
-                info["new_pid"] = server.pid
-                end = time.monotonic() + ready_timeout
-                while not _listening(server.pid, port) and server.poll() is None and time.monotonic() < end:
-                    time.sleep(0.02)
-                info["listening"] = _listening(server.pid, port)
-                info["down_s"] = round(time.monotonic() - t_kill, 2)
-                res.crashes.append(info)
+                killed = server.pid
+                server, info = crash.kill_and_restart(
+                    server, lambda slog: subprocess.Popen(
+                        ns.exec_prefix() + argv, stdin=subprocess.DEVNULL, stdout=slog, stderr=subprocess.STDOUT,
+                        cwd=server_cwd, env=env, start_new_session=True),
+                    port, ready_timeout, server_log, f"{optset} crash {k}", _listening, _session_members)
+                res.crashes.append({"optset": optset, "n": k, **info})
                 if not info["listening"]:
                     res.errors.append(f"server did not come back after crash {k} of {optset}: "
                                       f"{_tail(server_log, 10)}")
-                say(f"crash {k} ({optset}): killed {old.pid}, server pid {server.pid} back after "
+                say(f"crash {k} ({optset}): killed {killed}, server pid {server.pid} back after "
                     f"{info['down_s']}s")
 
         # ---- guest

@@ -120,7 +120,8 @@ def _rename(req, o, value) -> None:
     # open handles under a directory being renamed block it (Windows)
     if o.is_directory:
         prefix = src.rstrip("/") + "/"
-        if any(x.host_path.startswith(prefix) for x in server.opens.values() if not x.is_pipe):
+        if any(x.host_path.startswith(prefix) for x in server.opens.values() if not x.is_pipe) \
+                or server.durable.any_under(prefix):    # disconnected durable opens count too
             raise SmbError(st.STATUS_ACCESS_DENIED)
     if os.path.lexists(dst) and not _same_file(dst, src) and replace:
         st_dst = os.stat(dst)
@@ -141,6 +142,7 @@ def _rename(req, o, value) -> None:
     for x in server.opens.values():
         if x.file_key == o.file_key:
             x.host_path, x.name = dst, new_name
+    server.durable.on_rename(o.file_key, dst, new_name)   # disconnected ones; handle-store rows
     if state is not None:
         state.path = dst
     server.notify.report(src, "renamed", o.is_directory, new_path=dst)
