@@ -20,12 +20,17 @@ def _need(msg, n: int) -> None:
         raise MessageError("request body truncated")
 
 
-def _buffer(msg, off: int, length: int) -> bytes:
+def buffer_at(msg, off: int, length: int, fixed: int = 0) -> bytes:
+    """The variable part [off, off+length) of a request; it must lie after the header and the
+    command's `fixed` bytes and inside the message."""
     if length == 0:
         return b""
-    if off < H or off + length > len(msg):
+    if off < H + fixed or off + length > len(msg):
         raise MessageError("buffer outside message")
     return bytes(msg[off: off + length])
+
+
+_buffer = buffer_at
 
 
 def check_size(msg, expected: int) -> None:

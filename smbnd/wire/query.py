@@ -5,7 +5,7 @@ import struct
 from dataclasses import dataclass
 
 from .header import HEADER_SIZE
-from .messages import MessageError
+from .messages import MessageError, buffer_at
 
 H = HEADER_SIZE
 
@@ -34,10 +34,8 @@ def parse_query_directory(msg) -> QueryDirectoryRequest:
         raise MessageError("bad size")
     pattern = ""
     if nlen:
-        if noff < H + 32 or noff + nlen > len(msg):
-            raise MessageError("pattern out of bounds")
         try:
-            pattern = bytes(msg[noff:noff + nlen]).decode("utf-16-le")
+            pattern = buffer_at(msg, noff, nlen, 32).decode("utf-16-le")
         except UnicodeDecodeError as e:
             raise MessageError("bad pattern") from e
     return QueryDirectoryRequest(cls, flags, idx, fid, pattern, outlen)
@@ -87,11 +85,7 @@ def parse_query_info(msg) -> QueryInfoRequest:
     size, itype, cls, outlen, ioff, _r, ilen, addl, flags, fid = struct.unpack_from("<HBBIHHIII16s", msg, H)
     if size != 41:
         raise MessageError("bad size")
-    inp = b""
-    if ilen:
-        if ioff < H + 40 or ioff + ilen > len(msg):
-            raise MessageError("input out of bounds")
-        inp = bytes(msg[ioff:ioff + ilen])
+    inp = buffer_at(msg, ioff, ilen, 40)
     return QueryInfoRequest(itype, cls, outlen, inp, addl, flags, fid)
 
 
@@ -111,9 +105,7 @@ def parse_set_info(msg) -> SetInfoRequest:
     size, itype, cls, blen, boff, _r, addl, fid = struct.unpack_from("<HBBIHHI16s", msg, H)
     if size != 33:
         raise MessageError("bad size")
-    if blen and (boff < H + 32 or boff + blen > len(msg)):
-        raise MessageError("buffer out of bounds")
-    return SetInfoRequest(itype, cls, bytes(msg[boff:boff + blen]) if blen else b"", addl, fid)
+    return SetInfoRequest(itype, cls, buffer_at(msg, boff, blen, 32), addl, fid)
 
 
 SET_INFO_RESPONSE = struct.pack("<H", 2)
@@ -139,11 +131,7 @@ def parse_ioctl(msg) -> IoctlRequest:
         "<HHI16sIIIIIIII", msg, H)
     if size != 57:
         raise MessageError("bad size")
-    inp = b""
-    if ilen:
-        if ioff < H + 56 or ioff + ilen > len(msg):
-            raise MessageError("input out of bounds")
-        inp = bytes(msg[ioff:ioff + ilen])
+    inp = buffer_at(msg, ioff, ilen, 56)
     return IoctlRequest(code, fid, inp, maxin, maxout, flags)
 
 
