@@ -78,8 +78,8 @@ class CreateResult:
         return key, state, flags, epoch
 
 
-class _Raw:
-    """A request smbprotocol does not model (or models too strictly)."""
+class RawRequest:
+    """A request smbprotocol does not model (or models too strictly): OPLOCK_BREAK acks, raw IOCTLs."""
 
     def __init__(self, command: int, body: bytes):
         self.COMMAND = command
@@ -159,7 +159,7 @@ class Cli:
         return CreateResult(0, oplock_level, action, eof, fid, ctx, o)
 
     def raw(self, command: int, body: bytes) -> tuple[int, bytes]:
-        req = self.conn.send(_Raw(command, body), self.sess.session_id, self.tree.tree_connect_id)
+        req = self.conn.send(RawRequest(command, body), self.sess.session_id, self.tree.tree_connect_id)
         try:
             resp = self.conn.receive(req)
         except SMBResponseException as e:

@@ -22,6 +22,7 @@ from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
 from smbnd import status as st
+from durable_client import RawRequest
 from smbnd_server import PASSWORD, SmbndServer, USER
 
 RW = FilePipePrinterAccessMask.GENERIC_READ | FilePipePrinterAccessMask.GENERIC_WRITE
@@ -56,20 +57,6 @@ class BreakSink:
     @response.setter
     def response(self, header):
         self.bodies.put(bytes(header["data"].get_value()))
-
-
-class RawRequest:
-    """A request smbprotocol does not model (OPLOCK_BREAK acknowledgments)."""
-
-    def __init__(self, command: int, body: bytes):
-        self.COMMAND = command
-        self.body = body
-
-    def pack(self) -> bytes:
-        return self.body
-
-    def __len__(self) -> int:
-        return len(self.body)
 
 
 class Client:

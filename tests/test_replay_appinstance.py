@@ -12,7 +12,7 @@ from smbprotocol.connection import Dialects
 from smbprotocol.exceptions import Cancelled
 from smbprotocol.header import NtStatus
 
-from durable_client import BATCH, LEASE, NONE, RW, SHARE_ALL, _Raw, dh2c, dh2q, lease_v2
+from durable_client import BATCH, LEASE, NONE, RW, SHARE_ALL, RawRequest, dh2c, dh2q, lease_v2
 from durable_client import Cli as _Cli
 from test_oplock_lease import NOTIFY_MID, BreakSink
 from smbnd import status as st
@@ -136,7 +136,7 @@ def test_replay_fails_while_older_requests_are_outstanding(cli):
     d = cli.create(name, access=DIR_ACCESS | 0x100, options=FILE_DIRECTORY_FILE)  # + WRITE_ATTRIBUTES
     assert d.ok
     with header(cli, 0):
-        req = cli.conn.send(_Raw(CHANGE_NOTIFY, struct.pack("<HHI16sII", 32, 0, 4096, d.file_id, 0x1, 0)),
+        req = cli.conn.send(RawRequest(CHANGE_NOTIFY, struct.pack("<HHI16sII", 32, 0, 4096, d.file_id, 0x1, 0)),
                             cli.sess.session_id, cli.tree.tree_connect_id)
     _wait_pending(req)
     with header(cli, 1):

@@ -54,8 +54,24 @@ class ServerInfo:
     pid: int | None = None
 
 
-class SmbndServer:
+class _ServerBase:
+    """What both launchers share: the info record and context-manager use."""
+    KIND = ""
+
+    def info(self) -> ServerInfo:
+        return ServerInfo(self.host, self.port, self.share, self.share_path, *self.user,
+                          *self.user2, kind=self.KIND, pid=self.pid)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class SmbndServer(_ServerBase):
     """Start/stop the smbnd server as a subprocess."""
+    KIND = "smbnd"
 
     def __init__(
         self,
@@ -175,19 +191,11 @@ class SmbndServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def info(self) -> ServerInfo:
-        return ServerInfo(self.host, self.port, self.share, self.share_path, *self.user,
-                          *self.user2, kind="smbnd", pid=self.pid)
-
-    def __enter__(self) -> "SmbndServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
-class SambaServer:
+class SambaServer(_ServerBase):
     """The reference smbd, same interface as :class:`SmbndServer`."""
+    KIND = "samba"
 
     def __init__(
         self,
@@ -234,15 +242,6 @@ class SambaServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def info(self) -> ServerInfo:
-        return ServerInfo(self.host, self.port, self.share, self.share_path, *self.user,
-                          *self.user2, kind="samba", pid=self.pid)
-
-    def __enter__(self) -> "SambaServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def make_server(kind: str, **kw):
