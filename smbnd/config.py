@@ -29,6 +29,7 @@ class ShareConfig:
     encrypt: bool = False
     read_only: bool = False
     comment: str = ""
+    state_dir: str = ""          # handle stores of this share; "" = ServerConfig.state_dir (cluster: aggregate's)
 
 
 @dataclass
@@ -71,9 +72,15 @@ class ServerConfig:
     session_setup_timeout: float = 60.0
     durable_timeout: int = 60
     durable_max_timeout: int = 300
+    durable_v1_timeout: int = 960             # s: DHnQ reconnect window (Windows: 16 minutes)
     max_resiliency_timeout: int = 300_000     # ms, MS-SMB2 3.3.5.15.9 MaxResiliencyTimeout
     state_dir: str = "./var/state"
     interfaces: list[InterfaceConfig] = field(default_factory=list)
+    # cluster node mode (smbnd.cluster.node): the SVM's tree-connect flags and LIF names by address
+    clustered: bool = False
+    scale_out: bool = False
+    asymmetric: bool = False
+    lifs: dict[str, str] = field(default_factory=dict)     # local address -> LIF name (store keying)
 
     def finish(self) -> "ServerConfig":
         if not self.server_guid:
@@ -122,7 +129,7 @@ _TYPES = {
     "directory_leasing": bool, "torture_fsctls": bool,
     "allow_guest": bool, "allow_anonymous": bool,
     "max_read_size": int, "max_write_size": int, "max_transact_size": int, "max_credits": int,
-    "durable_timeout": int, "durable_max_timeout": int, "max_resiliency_timeout": int,
+    "durable_timeout": int, "durable_max_timeout": int, "durable_v1_timeout": int, "max_resiliency_timeout": int,
     "oplock_break_timeout": (int, float), "session_setup_timeout": (int, float),
 }
 

@@ -40,7 +40,14 @@ def tree_connect(req) -> Reply:
         share_flags = m.SHAREFLAG_MANUAL_CACHING
         caps = 0
         if cfg.ca and conn.dialect >= 0x0300:
-            caps |= m.SHARE_CAP_CONTINUOUS_AVAILABILITY | m.SHARE_CAP_CLUSTER
+            caps |= m.SHARE_CAP_CONTINUOUS_AVAILABILITY
+        sc = server.config
+        if sc.clustered and conn.dialect >= 0x0300:     # MS-SMB2 2.2.10; witness is used only with CA|CLUSTER
+            caps |= m.SHARE_CAP_CLUSTER
+            if sc.scale_out:
+                caps |= m.SHARE_CAP_SCALEOUT
+            if sc.asymmetric and conn.dialect >= 0x0302:
+                caps |= m.SHARE_CAP_ASYMMETRIC
     if encrypt and conn.dialect >= 0x0300 and cfg is not None:
         share_flags |= m.SHAREFLAG_ENCRYPT_DATA
     tree = TreeConnect(session.next_tree_id, session, share, access, encrypt_data=encrypt and bool(cfg))

@@ -1,0 +1,1 @@
+"""The cluster: model (TOML), supervisor, node processes, LIF backends, heartbeats, control API."""
