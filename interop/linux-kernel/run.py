@@ -298,8 +298,15 @@ def run_kernel_client(
     cache: Path | None = None,
     qemu_extra: list[str] | None = None,
     crash_wait: int = 75,
+    network=None,
+    crash_hook=None,
 ) -> Result:
-    """Run the guest test plan against ``server_cmd`` and return a Result."""
+    """Run the guest test plan against ``server_cmd`` and return a Result.
+
+    Cluster mode (interop/linux-kernel/fabric.py): ``network`` replaces the private namespace (an
+    object with name/tap/host_ip/guest_ip/prefix, create(), exec_prefix(), delete(); host_ip is the
+    server address the guest mounts), ``server_cmd=None`` means the server is already running, and
+    ``crash_hook(optset, k) -> dict`` replaces the SIGKILL+restart on the guest's SMBK-CRASH lines."""
     if os.geteuid() != 0:
         raise PermissionError("run.py needs root (network namespace, tap device)")
     t_start = time.monotonic()
@@ -327,7 +334,7 @@ def run_kernel_client(
     res.guest = {k: stamp.get(k) for k in ("kernel_release", "kernel_package", "busybox_package")}
 
     run_id = f"{os.getpid()}-{int(time.time()) % 100000}"
-    ns = Netns(f"smbk-{os.getpid()}", subnet)
+    ns = network or Netns(f"smbk-{os.getpid()}", subnet)
     server = qemu = None
     server_log = wd / "server.log"
     serial_log = wd / "serial.log"
@@ -361,36 +368,27 @@ def run_kernel_client(
         t0 = time.monotonic()
         ns.create()
         say(f"netns {ns.name}: {ns.tap} {ns.host_ip}/{ns.prefix}, guest {ns.guest_ip}")
-        argv = _server_argv(server_cmd, {"host_ip": ns.host_ip, "port": port, "workdir": wd})
-        say(f"server: {shlex.join(argv)}")
-        env = dict(os.environ, **(server_env or {}))
-        with open(server_log, "wb") as slog:
-            server = subprocess.Popen(ns.exec_prefix() + argv, stdin=subprocess.DEVNULL,
-                                      stdout=slog, stderr=subprocess.STDOUT, cwd=server_cwd,
-                                      env=env, start_new_session=True)
-        rx = re.compile(ready_regex) if ready_regex else None
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited with status {server.returncode} before it was "
-                                   f"ready; log tail:\n{_tail(server_log)}")
-            ready = _listening(server.pid, port)
-            if ready and rx is not None:
-                ready = bool(rx.search(server_log.read_text(errors="replace")))
-            if ready:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {ready_timeout}s (port {port}"
-                                   f"{', regex ' + ready_regex if ready_regex else ''}); log tail:\n"
-                                   f"{_tail(server_log)}")
-            time.sleep(0.05)
+        if server_cmd is not None:
+            argv, env = _start_server(server_cmd, ns, port, wd, server_env)
+            with open(server_log, "wb") as slog:
+                server = subprocess.Popen(ns.exec_prefix() + argv, stdin=subprocess.DEVNULL,
+                                          stdout=slog, stderr=subprocess.STDOUT, cwd=server_cwd,
+                                          env=env, start_new_session=True)
+            say(f"server: {shlex.join(argv)}")
+            _wait_ready(server, port, server_log, ready_regex, ready_timeout)
+            say(f"server pid {server.pid} ready")
         res.timings["server_start"] = round(time.monotonic() - t0, 2)
-        say(f"server pid {server.pid} ready in {res.timings['server_start']}s")
         crash_lock = threading.Lock()
 
         def crash_restart(optset: str, k: int) -> None:
             """The guest asked for a server crash (crash.py): SIGKILL, same command again."""
             nonlocal server
+            if crash_hook is not None:
+                with crash_lock:
+                    info = dict(crash_hook(optset, k) or {})
+                    res.crashes.append({"optset": optset, "n": k, **info})
+                    say(f"crash {k} ({optset}): {info}")
+                return
             with crash_lock:
                 killed = server.pid
                 server, info = crash.kill_and_restart(
@@ -519,6 +517,30 @@ def run_kernel_client(
             shutil.rmtree(wd, ignore_errors=True)
             res.workdir = res.serial_log = res.server_log = ""
     return res
+
+
+def _start_server(server_cmd, ns, port, wd, server_env):
+    argv = _server_argv(server_cmd, {"host_ip": ns.host_ip, "port": port, "workdir": wd})
+    return argv, dict(os.environ, **(server_env or {}))
+
+
+def _wait_ready(server, port, server_log, ready_regex, ready_timeout) -> None:
+    rx = re.compile(ready_regex) if ready_regex else None
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with status {server.returncode} before it was "
+                               f"ready; log tail:\n{_tail(server_log)}")
+        ready = _listening(server.pid, port)
+        if ready and rx is not None:
+            ready = bool(rx.search(server_log.read_text(errors="replace")))
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready after {ready_timeout}s (port {port}"
+                               f"{', regex ' + ready_regex if ready_regex else ''}); log tail:\n"
+                               f"{_tail(server_log)}")
+        time.sleep(0.05)
 
 
 def _tail(p: Path, n: int = 30) -> str:
