@@ -16,7 +16,7 @@ Hooks, each one call from the shared code:
   files.close_open()      on_close
   Server.destroy_session  disconnect (instead of closing)
   oplock notifications    break_disconnected
-  locks / break acks      castore.persist_locks / castore.persist_caching
+  locks / breaks          castore.persist_locks / castore.persist_caching (acks, timeouts)
 """
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ class DurableInfo:
     deadline: float = 0.0           # time.monotonic() when the scavenger closes it
     timer: Any = None
     store: Any = None               # the share's HandleStore (persistent opens, CA resilient opens)
+    saved_caching: Any = None       # (oplock level, lease state, epoch) last written to the store
 
 
 def _owner(session) -> tuple[str, str]:
@@ -85,6 +86,11 @@ class DurableManager:
     # ------------------------------------------------------------------ configuration
     def default_timeout_ms(self) -> int:
         return int(self.server.config.durable_timeout) * 1000
+
+    def v1_timeout_ms(self) -> int:
+        """The window of a DHnQ open: MS-SMB2 3.3.5.9.6 leaves it to the implementation (<Windows:
+        16 minutes>), config durable_v1_timeout."""
+        return int(getattr(self.server.config, "durable_v1_timeout", 960)) * 1000
 
     def max_timeout_ms(self) -> int:
         return int(self.server.config.durable_max_timeout) * 1000
@@ -219,6 +225,9 @@ class DurableManager:
         """Successful Open Initialization with DHnQ (3.3.5.9.6) or DH2Q (3.3.5.9.10): durable with
         a batch oplock or an H lease; persistent when asked for on a CA share while the server
         advertises PERSISTENT_HANDLES (no caching needed then); never on directories."""
+        if o.lease is not None and len(o.lease.opens) > 1:
+            # 3.3.5.9.8: this open may have upgraded a lease that stored opens share
+            self.stores.persist_caching([x for x in o.lease.opens if x is not o])
         if dreq is None or o.is_directory or o.is_pipe:
             return
         conn = req.conn
@@ -231,7 +240,7 @@ class DurableManager:
             t = dreq.timeout or self.default_timeout_ms()
             timeout = min(t, self.max_timeout_ms())
         else:
-            timeout = self.default_timeout_ms()
+            timeout = self.v1_timeout_ms()     # DHnQ carries no timeout (2.2.13.2.3)
         o.durable = True
         o.persistent = persistent
         o.durable_timeout = timeout
@@ -243,8 +252,6 @@ class DurableManager:
         if persistent and not self.stores.persist_new(o, share):
             o.persistent = False        # the store failed: durable only (logged)
             persistent = False
-        if o.lease is not None and len(o.lease.opens) > 1:
-            self.stores.persist_caching([x for x in o.lease.opens if x is not o])   # an upgrade
         if dreq.v2:
             out_ctx.append((DH2Q, struct.pack("<II", timeout, DHANDLE_FLAG_PERSISTENT if persistent else 0)))
         else:

@@ -306,6 +306,7 @@ class OplockManager:
         self._notify_oplock(o, level)
         if cur == R:
             o.oplock_level = cr.OPLOCK_LEVEL_NONE
+            self._persist([o])      # no acknowledgment comes (2.2.23.1)
             self.parking.wake(o.file_key)
             return
         timer = later(self.timeout, self._oplock_timeout, o)
@@ -324,6 +325,7 @@ class OplockManager:
         lease.epoch = (lease.epoch + 1) & 0xFFFF
         if old == R:
             lease.state = 0
+            self._persist(lease.opens)      # no acknowledgment comes (2.2.23.2)
             self._notify_lease(lease, old, 0, 0)
             self.parking.wake(lease.file_key)
             return
@@ -433,6 +435,7 @@ class OplockManager:
             log.info("oplock break on %s not acknowledged in %.0f s", o.name, self.timeout)
             self._oplock_breaks[o][1] = None
             self._end_oplock_break(o, cr.OPLOCK_LEVEL_NONE)
+            self._persist([o])
 
     def lease_ack(self, req, key: bytes, state: int) -> int:
         """MS-SMB2 3.3.5.22.2. Returns the LeaseState for the response."""
@@ -475,7 +478,14 @@ class OplockManager:
         if lease.breaking:
             log.info("lease break %s not acknowledged in %.0f s", lease.key.hex(), self.timeout)
             self._end_lease_break(lease, 0)
+            self._persist(lease.opens)
             self.parking.wake(lease.file_key)
+
+    def _persist(self, opens) -> None:
+        """Caching state that changed without an acknowledgment (a timed-out break, a break that
+        needs none) goes to the handle store of persistent opens too (the ack handler does it
+        for acknowledged breaks, smbnd.handlers.oplock_break)."""
+        self.server.durable.stores.persist_caching(list(opens))
 
     # ------------------------------------------------------------------ close
     def on_close(self, o) -> None:

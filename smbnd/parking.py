@@ -10,6 +10,7 @@ import logging
 from . import status as st
 from .errors import SmbError
 from .wire import messages as m
+from .wire.header import CREATE
 from .wire.messages import MessageError
 
 log = logging.getLogger("smbnd.oplock")
@@ -44,12 +45,13 @@ def cancel(timer) -> None:
 
 
 class _Parked:
-    __slots__ = ("req", "op", "retry", "file_key", "timer", "expired")
+    __slots__ = ("req", "op", "retry", "file_key", "timer", "expired", "orphan")
 
     def __init__(self, req, op, retry, file_key):
         self.req, self.op, self.retry, self.file_key = req, op, retry, file_key
         self.timer = None
         self.expired = False
+        self.orphan = False     # its connection is gone: it runs on for the session, unanswered
 
 
 class Parking:
@@ -92,6 +94,9 @@ class Parking:
     def _cancel_parked(self, op) -> None:
         for req, p in list(self._parked.items()):
             if p.op is op:
+                if op.done and _session_lives_on(req):
+                    p.orphan = True     # its connection went away, not the request (_session_lives_on)
+                    continue
                 self._drop(p)
 
     def _drop(self, p: _Parked) -> None:
@@ -109,13 +114,13 @@ class Parking:
         self._rerun(p)
 
     def _rerun(self, p: _Parked) -> None:
-        if p.op.done or self._parked.get(p.req) is not p:
+        if (p.op.done and not p.orphan) or self._parked.get(p.req) is not p:
             return
         ws = self._waiters.get(p.file_key)
         if ws and p in ws:
             ws.remove(p)
         req = p.req
-        if req.conn.closed:
+        if req.conn.closed and not (p.orphan and _session_lives_on(req)):
             self._drop(p)
             return
         status, body = None, None
@@ -130,6 +135,17 @@ class Parking:
             status, body = reply.status, reply.body
         self._drop(p)
         p.op.complete(status, body if body is not None else [m.ERROR_BODY])
+
+
+def _session_lives_on(req) -> bool:
+    """A parked CREATE whose connection is gone while its session keeps other channels (MS-SMB2
+    3.3.7.1: the session and its opens outlive one channel) goes on without anyone to answer: the
+    open it makes belongs to the session, and the client's replay on another channel finds it by
+    CreateGuid (3.3.5.9.10; as Windows, smbtorture smb2.replay.dhv2-pending2*-windows)."""
+    sess = req.session
+    if req.hdr.command != CREATE or sess is None:
+        return False
+    return any(c is not req.conn and not c.closed for c in sess.channels)
 
 
 def _run(handler, req):

@@ -183,7 +183,7 @@ def check_create(req, r):
     pend = table(server).pending.get(key)
     if pend is not None:
         preq, sharing_violation = pend
-        if preq is req or not server.oplocks.parking.is_parked(preq) or preq.conn.closed:
+        if preq is req or not server.oplocks.parking.is_parked(preq):
             table(server).pending.pop(key, None)
         elif replay and not sharing_violation:
             raise SmbError(st.STATUS_ACCESS_DENIED)

@@ -3,6 +3,7 @@ LockSequence across a reconnect) and app instances (3.3.5.9.13 SMB2_CREATE_APP_I
 _VERSION), with real smbprotocol clients. The ChannelSequence and the REPLAY_OPERATION flag are
 written into the (unsigned) request headers on their way out."""
 import contextlib
+import os
 import struct
 import time
 import uuid
@@ -350,3 +351,33 @@ def test_app_instance_context_size_is_validated(two):
     a = two()
     assert a.create(unique("appbad"), [(APP, struct.pack("<HH16s", 24, 0, b"x" * 16))]).status \
         == st.STATUS_INVALID_PARAMETER
+
+
+# --------------------------------------------------------------------------- smbtorture
+PENDING_ON_A_LOST_CHANNEL = ["dhv2-pending2n-vs-lease-windows", "dhv2-pending2l-vs-lease-windows",
+                             "dhv2-pending2o-vs-oplock-windows"]
+
+
+@pytest.mark.torture
+@pytest.mark.timeout(300)
+def test_smbtorture_replay_of_a_create_pending_on_a_lost_channel(tmp_path):
+    """A CREATE waits for a break on channel 1 of a multichannel session; channel 1's connection
+    goes away; replays on channels 2 and 3 get STATUS_ACCESS_DENIED while it still waits (as
+    Windows), and once the holder closes, the replay on channel 4 gets the open the original
+    request made (MS-SMB2 3.3.5.9.10, 3.3.7.1: the session and its pending create outlive a channel)."""
+    import shutil
+    from interop.smbtorture.run_torture import SMBTORTURE, run_suite
+    from interop.smbtorture.servers import SmbndServer as TortureServer
+    if not shutil.which("smbtorture") and not os.path.exists(SMBTORTURE):
+        pytest.skip("smbtorture not installed")
+    srv = TortureServer(workdir=tmp_path, share_flags=":ca")
+    srv.start()
+    try:
+        for t in PENDING_ON_A_LOST_CHANNEL:
+            run = run_suite(f"smb2.replay.{t}", srv.host, srv.port, srv.share, *srv.user, *srv.user2,
+                            timeout=90)
+            bad = {k: v for k, v in run.results.items() if v[0] not in ("success", "uxsuccess")}
+            assert run.results and not bad, bad
+        assert "Traceback" not in srv.log_tail(400)
+    finally:
+        srv.stop()

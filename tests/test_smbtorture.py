@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from interop.smbtorture import expectations as ex
-from interop.smbtorture.fixtures import smbnd_factory, smbnd_server  # noqa: F401
-from interop.smbtorture.run_torture import SMBTORTURE, run_suite
+from interop.smbtorture.fixtures import smbnd_factory  # noqa: F401
+from interop.smbtorture.run_torture import CA_SUITES, SMBTORTURE, run_suite
 
 EXPECTATIONS = Path(__file__).resolve().parents[1] / "interop/smbtorture/expectations/smbnd-core.txt"
 SUITE_TIMEOUT = float(os.environ.get("SMBND_TORTURE_TIMEOUT", "600"))
@@ -47,8 +47,9 @@ def _marks(f):
 @_marks
 @pytest.mark.timeout(2 * SUITE_TIMEOUT + 120)  # suite + resume of unreached tests
 @pytest.mark.parametrize("suite", _exp.all_suites())
-def test_smbtorture_suite(suite, smbnd_server, request):  # noqa: F811
-    s = smbnd_server
+def test_smbtorture_suite(suite, smbnd_factory, request):  # noqa: F811
+    # CA_SUITES (smb2.replay: replay5 replays a persistent open) run on a CA share
+    s = smbnd_factory(**({"share_flags": ":ca"} if suite in CA_SUITES else {})).info()
     run = run_suite(suite, s.host, s.port, s.share, s.user, s.password, s.user2, s.password2,
                     timeout=SUITE_TIMEOUT)
     rep = ex.check(_exp.for_suite(suite), run.results)

@@ -54,6 +54,7 @@ class Entry:
 class Expectations:
     entries: dict[str, Entry] = field(default_factory=dict)   # ordered
     suites: list[str] = field(default_factory=list)           # explicit SUITE lines
+    suite_notes: dict[str, str] = field(default_factory=dict)  # SUITE line comments (run summaries)
     header: list[str] = field(default_factory=list)           # leading comment lines
 
     @classmethod
@@ -81,6 +82,8 @@ class Expectations:
             if kw == "SUITE":
                 if tid not in exp.suites:
                     exp.suites.append(tid)
+                if reason:
+                    exp.suite_notes[tid] = reason
                 continue
             if tid in exp.entries:
                 raise ValueError(f"line {n}: duplicate entry for {tid!r}")
@@ -180,18 +183,20 @@ def render(
 
     Reasons of tests that were FAIL/SKIP before and still are are kept;
     new failures get ``# TODO reason -- <smbtorture message>``; skips get the
-    smbtorture skip message.  Entries of suites that did not run are kept.
+    smbtorture skip message.  Entries (and SUITE notes) of suites that did not run are kept,
+    and the suites keep the previous file's order (new ones go last).
     """
     prev = previous or Expectations()
     lines = list(header if header is not None else prev.header)
     if lines:
         lines.append("")
-    suites = list(results_by_suite)
-    for s in prev.all_suites():
+    suites = prev.all_suites() if prev.entries or prev.suites else []
+    for s in results_by_suite:
         if s not in suites:
             suites.append(s)
     for suite in suites:
-        note = (suite_notes or {}).get(suite)
+        note = (suite_notes or {}).get(suite) or (prev.suite_notes.get(suite)
+                                                  if suite not in results_by_suite else None)
         lines.append(f"SUITE {suite}" + (f"  # {note}" if note else ""))
         if suite not in results_by_suite:
             for tid, ent in prev.for_suite(suite).items():

@@ -44,6 +44,11 @@ CORE_SUITES = [
     "smb2.create", "smb2.lock", "smb2.notify", "smb2.compound", "smb2.credits", "smb2.ioctl",
 ]
 DEFAULT_TIMEOUT = 600.0
+# suites smbtorture must run against a continuously available share: smb2.replay.replay5 replays a
+# persistent open (skipped without SMB2_SHARE_CAP_CONTINUOUS_AVAILABILITY and PERSISTENT_HANDLES);
+# no other replay test looks at the share's flags. With --server smbnd they get a server whose
+# share is CA (the other suites keep the plain share: PERSISTENT_HANDLES is server-wide).
+CA_SUITES = frozenset({"smb2.replay"})
 
 
 @dataclass
@@ -246,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --server: a new server (and share) for every suite")
     ap.add_argument("--ca", action="store_true",
                     help="with --server smbnd: make the share continuously available (persistent handles)")
+    ap.add_argument("--no-ca-suites", action="store_true",
+                    help="with --server smbnd: run the CA suites (%s) on the plain share too"
+                         % ", ".join(sorted(CA_SUITES)))
     ap.add_argument("--server-arg", action="append", default=None, metavar="ARG",
                     help="with --server smbnd: extra 'smbnd serve' argument (repeatable)")
     ap.add_argument("--verbose", "-v", action="store_true")
@@ -270,18 +278,30 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
 
-    def start_server():
-        nonlocal server
+    def new_server(ca: bool, port: int | None):
         kw = {}
         if a.server == "smbnd":
-            if a.ca:
+            if ca:
                 kw["share_flags"] = ":ca"
             if a.server_arg is not None:
                 kw["extra_args"] = a.server_arg
-        server = make_server(a.server, host=a.host, port=a.port, share=a.share,
-                             user=(user, password), user2=(user2 or "smbtest2", password2 or "Passw0rd2"), **kw)
-        server.start()
+        srv = make_server(a.server, host=a.host, port=port, share=a.share,
+                          user=(user, password), user2=(user2 or "smbtest2", password2 or "Passw0rd2"), **kw)
+        srv.start()
+        return srv
+
+    def start_server():
+        nonlocal server
+        server = new_server(a.ca, a.port)
         return server
+
+    def ca_server_for(suite: str):
+        """A server of its own (CA share) for a CA suite, unless every suite runs on one."""
+        if a.server != "smbnd" or a.ca or a.no_ca_suites or suite not in CA_SUITES:
+            return None
+        srv = new_server(True, None)     # a free port: the main server may hold --port
+        print(f"started smbnd pid {srv.pid} on {a.host}:{srv.port} with a CA share for {suite}", flush=True)
+        return srv
 
     runs: dict[str, SuiteRun] = {}
     try:
@@ -290,22 +310,27 @@ def main(argv: list[str] | None = None) -> int:
             port = start_server().port
             print(f"started {a.server} pid {server.pid} on {a.host}:{port}", flush=True)
         for suite in suites:
-            if a.server != "none" and a.fresh_server:
+            ca_srv = ca_server_for(suite)
+            if ca_srv is None and a.server != "none" and a.fresh_server:
                 port = start_server().port
-            elif a.server != "none" and not server.alive():
+            elif ca_srv is None and a.server != "none" and not server.alive():
                 print(f"server died; restarting\n{server.log_tail()}", flush=True)
                 server.stop()
                 port = start_server().port
-            r = run_suite(suite, a.host, port, a.share, user, password, user2, password2,
-                          options=a.option, extra_args=a.torture_arg, timeout=a.timeout,
-                          log_dir=a.log_dir, resume_after_timeout=not a.no_resume,
-                          test_timeout=a.test_timeout)
+            try:
+                r = run_suite(suite, a.host, ca_srv.port if ca_srv else port, a.share, user, password,
+                              user2, password2, options=a.option, extra_args=a.torture_arg,
+                              timeout=a.timeout, log_dir=a.log_dir,
+                              resume_after_timeout=not a.no_resume, test_timeout=a.test_timeout)
+            finally:
+                if ca_srv is not None:
+                    ca_srv.stop()
             runs[suite] = r
             print(f"{suite:20s} {r.summary()}", flush=True)
             if a.verbose:
                 for tid, (res, why) in r.results.items():
                     print(f"    {res:9s} {tid}" + (f"  -- {why.splitlines()[0]}" if why and res != "success" else ""))
-            if a.server != "none" and a.fresh_server:
+            if a.server != "none" and a.fresh_server and ca_srv is None:
                 server.stop()
     finally:
         if server is not None:

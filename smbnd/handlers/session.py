@@ -41,6 +41,14 @@ def session_setup(req) -> Reply:
         session = server.sessions.get(sid)
         if session is None or not session.on(conn):
             raise SmbError(st.STATUS_USER_SESSION_DELETED)
+        if session.state == SESSION_VALID and session.signer is not None and not req.encrypted:
+            # 3.3.5.2.4: a re-authentication is verified with this connection's Channel.SigningKey
+            # (smbtorture smb2.session.bind_negative_smb3sign*s: signed with another key, or not
+            # signed on a session that requires signing -> STATUS_ACCESS_DENIED)
+            if req.signed:
+                conn._verify_signature(req, session)
+            elif session.signing_required:
+                raise SmbError(st.STATUS_ACCESS_DENIED)
         if session.acceptor is None:       # re-authentication of a valid session (3.3.5.5.2)
             session.acceptor = _acceptor(server)
             session.preauth_hash = conn.preauth_hash
@@ -120,8 +128,12 @@ def _bind(req, r) -> Reply:
         raise SmbError(st.STATUS_USER_SESSION_DELETED)
     ch = session.binding.get(conn)
     if req.signed and session.signer is not None and session.state == SESSION_VALID:
-        # 3.3.5.2.4: a binding request is verified with Session.SigningKey (ACCESS_DENIED if bad)
-        conn._verify_signature(req, session, session.signer)
+        # 3.3.5.2.4: a binding request is verified with Session.SigningKey (ACCESS_DENIED if bad);
+        # on a connection that is already a channel of the session, with its Channel.SigningKey
+        # (as Samba; smbtorture smb2.session.bind_negative_smb3sign*s)
+        bound = session.channels.get(conn)
+        conn._verify_signature(req, session, bound.signer if bound is not None and bound.signer
+                               else session.signer)
 
     def fail(status: int) -> Reply:
         reply = Reply(status=status)
