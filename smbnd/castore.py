@@ -7,7 +7,8 @@ their byte-range locks and oplock/lease state:
 * a persistent grant (and a resiliency request on a CA share) is committed before the CREATE
   (IOCTL) response goes out (``persist_new``);
 * every change of such an open's locks (``persist_locks``, from LockManager) and of its caching
-  after a break acknowledgment (``persist_caching``) is committed before the response;
+  after a break acknowledgment, a break timeout or a break that needs no acknowledgment
+  (``persist_caching``) is committed before the response (or right away);
 * a close deletes the row (``forget``).
 
 On start (``load_all``) every row is marked disconnected (``mark_all_disconnected``) and rebuilt
@@ -33,22 +34,41 @@ log = logging.getLogger("smbnd.castore")
 ZERO_GUID = b"\0" * 16
 
 
-def store_path(config, share_name: str) -> str:
-    return os.path.join(os.path.abspath(config.state_dir), f"{share_name}.handles.sqlite")
+def store_path(config, share_name: str, lif: str = "", share_config=None) -> str:
+    """The handle store of a share, per (volume, LIF) in a cluster (docs/cluster-design.md, "Where a
+    share's persistent-handle state lives"): ``<dir>/<share>@<lif>.handles.sqlite``, where ``<dir>`` is
+    the share's own state_dir (a cluster node: its aggregate's ``.smbnd-state``) or config.state_dir;
+    standalone (no LIF) ``<dir>/<share>.handles.sqlite``."""
+    base = (getattr(share_config, "state_dir", "") if share_config is not None else "") or config.state_dir
+    name = f"{share_name}@{lif}" if lif else share_name
+    return os.path.join(os.path.abspath(base), f"{name}.handles.sqlite")
 
 
 class CaStores:
     def __init__(self, server, mgr):
         self.server = server
         self.mgr = mgr
-        self.by_share: dict[str, HandleStore] = {}
+        self.by_share: dict[tuple[str, str], HandleStore] = {}    # (share lower, LIF or "") -> store
 
-    def store(self, share) -> HandleStore:
-        s = self.by_share.get(share.name.lower())
+    def store(self, share, lif: str = "") -> HandleStore:
+        """The store of `share` for opens that came in through `lif` ("" = standalone)."""
+        k = (share.name.lower(), lif or "")
+        s = self.by_share.get(k)
         if s is None:
-            s = HandleStore(store_path(self.server.config, share.name), volume=share.config.path)
-            self.by_share[share.name.lower()] = s
+            s = HandleStore(store_path(self.server.config, share.name, lif, share.config), volume=share.config.path)
+            self.by_share[k] = s
         return s
+
+    def close_lif(self, lif: str) -> int:
+        """Close (not delete) every store of `lif`; the caller dropped its opens first. Returns how many."""
+        n = 0
+        for k in [k for k in self.by_share if k[1] == lif]:
+            try:
+                self.by_share.pop(k).close()
+            except Exception:
+                log.exception("closing handle store %s@%s", *k)
+            n += 1
+        return n
 
     # ------------------------------------------------------------------ records
     @staticmethod
@@ -76,7 +96,7 @@ class CaStores:
     def persist_new(self, o: Open, share) -> bool:
         """Commit the open (a persistent grant, a resiliency request) before the response."""
         try:
-            s = self.store(share)
+            s = self.store(share, getattr(o, "lif", ""))    # per (volume, LIF): cluster-design.md
             s.put(self.record(o))
         except (StoreError, OSError, Exception) as e:   # sqlite3.Error included
             log.error("handle store of share %s: %s; not granting persistence", share.name, e)
@@ -95,16 +115,19 @@ class CaStores:
             log.exception("handle store: saving the locks of %s", o.name)
 
     def persist_caching(self, opens) -> None:
-        """The oplock level / lease state of stored opens changed (a break was acknowledged)."""
+        """The oplock level / lease state of stored opens changed (a break was acknowledged, timed
+        out, or needed no acknowledgment: smbnd.handlers.oplock_break, OplockManager._persist)."""
         for o in opens:
             dh = o.dh
             if dh is None or dh.store is None or o.closed:
                 continue
             lease = o.lease
+            cur = (o.oplock_level, lease.state if lease is not None else 0, lease.epoch if lease is not None else 0)
+            if dh.saved_caching == cur:
+                continue
             try:
-                dh.store.update(o.persistent_id, oplock_level=o.oplock_level,
-                                lease_state=lease.state if lease is not None else 0,
-                                lease_epoch=lease.epoch if lease is not None else 0)
+                dh.store.update(o.persistent_id, oplock_level=cur[0], lease_state=cur[1], lease_epoch=cur[2])
+                dh.saved_caching = cur
             except Exception:
                 log.exception("handle store: saving the caching state of %s", o.name)
 
@@ -118,15 +141,42 @@ class CaStores:
 
     # ------------------------------------------------------------------ start-up
     def load_all(self) -> None:
+        """Server start. Standalone: every CA share's store. Cluster node (config.lifs): only the
+        stores of the LIFs it listens on (cluster-design.md; the rest are hosted by other nodes)."""
+        cfg = self.server.config
+        if cfg.lifs:
+            for lif in sorted({cfg.lifs[h] for h, _p in cfg.listen if h in cfg.lifs}):
+                self.load_lif(lif)
+        else:
+            self.load_lif("")
+
+    def load_lif(self, lif: str) -> int:
+        """Open the stores of `lif` ("" = standalone) of every CA share and rebuild their rows as
+        disconnected opens with a fresh reconnect window. Returns the number of opens restored."""
+        steps = self.load_lif_steps(lif)
+        result = None
+        while True:
+            try:
+                step = steps.send(result)
+            except StopIteration as done:
+                return done.value
+            result = step() if callable(step) else None
+
+    def load_lif_steps(self, lif: str, chunk: int = 200):
+        """load_lif as a generator, so that a node's event loop keeps answering heartbeats and pings
+        while it takes over a big store: it yields None every `chunk` rows (a pause) and the store
+        reads as callables (the driver runs them, in a thread if it likes, and sends the result
+        back). Returns the count."""
         server = self.server
         restored = []
-        for share in server.shares.values():
+        verbose = log.isEnabledFor(logging.INFO)
+        for share in list(server.shares.values()):
             if share.config is None or not share.config.ca:
                 continue
-            if not os.path.exists(store_path(server.config, share.name)):
+            if not os.path.exists(store_path(server.config, share.name, lif, share.config)):
                 continue        # nothing recorded yet (the store is created by the first grant)
             try:
-                s = self.store(share)
+                s = self.store(share, lif)
             except Exception as e:
                 log.error("handle store of CA share %s unusable: %s", share.name, e)
                 continue
@@ -134,28 +184,34 @@ class CaStores:
             if row is not None and row[0] and row[0] != share.config.path:
                 log.error("%s belongs to %s, not %s: not loading it", s.path, row[0], share.config.path)
                 continue
-            s.mark_all_disconnected()
             t0 = time.monotonic()
-            rows = s.load_all()
+            yield s.mark_all_disconnected
+            rows = yield s.load_all
             n = 0
-            for rec in rows:
+            for k, rec in enumerate(rows):
+                if k and k % chunk == 0:
+                    yield None
                 o = self._restore(rec, share, s)
                 if o is None:
                     s.delete(rec.persistent_id)
                 else:
+                    o.lif = lif
                     restored.append(o)
                     n += 1
-                    log.info("restored %s open %s (persistent id %#x, %d locks, lease %s)",
-                             "persistent" if o.persistent else "resilient", o.name, o.persistent_id,
-                             len(o.locks), o.lease.key.hex() if o.lease is not None else "-")
+                    if verbose:
+                        log.info("restored %s open %s (persistent id %#x, %d locks, lease %s)",
+                                 "persistent" if o.persistent else "resilient", o.name, o.persistent_id,
+                                 len(o.locks), o.lease.key.hex() if o.lease is not None else "-")
             if rows:
-                log.warning("share %s: %d persistent/resilient opens restored disconnected (%d dropped) "
-                            "in %.2f s", share.name, n, len(rows) - n, time.monotonic() - t0)
+                log.warning("share %s%s: %d persistent/resilient opens restored disconnected (%d dropped) "
+                            "in %.2f s", share.name, f"@{lif}" if lif else "", n, len(rows) - n,
+                            time.monotonic() - t0)
         if restored:
             # FileId.Persistent values of this run must not collide with the restored ones
             nxt = next(server._persistent_ids)
             top = max(o.persistent_id for o in restored)
             server._persistent_ids = itertools.count(max(nxt, top + 1))
+        return len(restored)
 
     def _restore(self, rec, share, s) -> Open | None:
         server = self.server

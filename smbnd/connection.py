@@ -142,6 +142,8 @@ class Connection:
         self.supports_multi_credit = False
         self.read_body_padding = 0      # smbtorture FSCTL (torture_fsctls only)
         self.force_unacked_timeout = False   # smbtorture FSCTL: breaks sent here count as unacknowledged
+        self.local_addr = ""             # address the client connected to (netio)
+        self.lif = ""                    # cluster: the LIF of that address (ServerConfig.lifs), else ""
 
     # ---- entry point
     def frame_received(self, frame) -> None:

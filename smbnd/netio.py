@@ -4,12 +4,18 @@ Receive side is a BufferedProtocol: small frames are parsed out of a reusable sc
 a frame larger than that (a big WRITE) gets its own exact-size buffer that the kernel fills
 directly, so its payload is never copied on the way in. Large responses go out with one
 sendmsg() of the parts (no join copy) when the transport has nothing queued.
+
+Cluster nodes add and remove listeners at runtime (``Listeners``: one per LIF address; moving a LIF
+= stop listening and close the connections that came in on its address, docs/cluster-design.md),
+and frames for a frozen or slowed share wait in a per-(connection, share) queue (smbnd.vfs_gate).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
+import time
 
 from .connection import Connection
 
@@ -30,6 +36,7 @@ class SmbProtocol(asyncio.BufferedProtocol):
         self._end = 0
         self._big: bytearray | None = None
         self._big_pos = 0
+        self._held: dict[str, collections.deque] = {}    # share -> (frame, arrival) waiting at the gate
 
     def connection_made(self, transport):
         self.transport = transport
@@ -43,6 +50,10 @@ class SmbProtocol(asyncio.BufferedProtocol):
         except OSError:
             pass
         self.conn = Connection(self.server, self._write, self._close, f"{peer}")
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.conn.local_addr = local[0]
+            self.conn.lif = self.server.config.lifs.get(local[0], "")
         self.server.connections.add(self.conn)
 
     # ---- send
@@ -127,7 +138,32 @@ class SmbProtocol(asyncio.BufferedProtocol):
             self._start = self._end = 0
 
     def _deliver(self, frame) -> None:
+        gates = self.server.gates
+        if gates.active or self._held:
+            share = gates.share_of_frame(self.conn, frame)
+            if share is not None and (share in self._held or gates.must_hold(share)):
+                q = self._held.get(share)
+                if q is None:
+                    q = self._held[share] = collections.deque()
+                    asyncio.get_running_loop().create_task(self._pump(share, q))
+                q.append((frame, time.monotonic()))
+                return
         self.conn.frame_received(frame)
+
+    async def _pump(self, share: str, q: collections.deque) -> None:
+        """Deliver the held frames of one share in order, each when the gate lets it through."""
+        try:
+            while q and self.conn is not None and not self.conn.closed:
+                frame, arrived = q[0]
+                await self.server.gates.ready(share, arrived)
+                q.popleft()
+                if self.conn is None or self.conn.closed:
+                    break
+                self.conn.frame_received(frame)
+        finally:
+            q.clear()
+            if self._held.get(share) is q:
+                del self._held[share]
 
     def eof_received(self):
         return False
@@ -137,6 +173,44 @@ class SmbProtocol(asyncio.BufferedProtocol):
             self.conn.close()
             self.server.connections.discard(self.conn)
         self.transport = None
+
+
+class Listeners:
+    """Listening sockets by address, started and stopped at runtime (a cluster node's LIFs)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.by_addr: dict[str, asyncio.AbstractServer] = {}
+
+    async def start(self, host: str, port: int) -> tuple:
+        srv = self.by_addr.get(host)
+        if srv is None:
+            loop = asyncio.get_running_loop()
+            srv = await loop.create_server(lambda: SmbProtocol(self.server), host, port, reuse_address=True)
+            self.by_addr[host] = srv
+        return srv.sockets[0].getsockname()
+
+    def stop(self, host: str) -> bool:
+        """Stop accepting on `host` (established connections stay: close_connections)."""
+        srv = self.by_addr.pop(host, None)
+        if srv is None:
+            return False
+        srv.close()
+        return True
+
+    def close_connections(self, host: str) -> int:
+        """Close every connection that arrived on `host` (MS-SMB2 3.3.7.1 runs for each)."""
+        conns = [c for c in self.server.connections if c.local_addr == host]
+        for c in conns:
+            c.close()
+        return len(conns)
+
+    def addresses(self) -> list[str]:
+        return sorted(self.by_addr)
+
+    async def close_all(self) -> None:
+        for host in list(self.by_addr):
+            self.stop(host)
 
 
 async def serve(server, hosts_ports, ready_cb=None):

@@ -30,7 +30,9 @@ class Server:
             self.shares[sc.name.lower()] = Share(sc.name, sc, ShareFS(sc.path, read_only=sc.read_only))
         self.sessions: dict[int, Session] = {}
         self.opens: dict[int, Open] = {}
-        self.handlers = HANDLERS
+        from .vfs_gate import IoGates
+        self.gates = IoGates()                  # freeze/thaw, storage faults (cluster node ops)
+        self.handlers = self.gates.wrap_handlers(HANDLERS)
         self.start_time = time.time()
         self.connections: set = set()
         # SessionIds: random high bits so stale ids from another server instance don't collide
@@ -54,6 +56,8 @@ class Server:
         # stable per-server domain SID tail for owner/group SIDs in security descriptors
         d = hashlib.sha256(config.name.encode()).digest()
         self.domain_sid_tail = "-".join(str(int.from_bytes(d[i:i + 4], "little")) for i in (0, 4, 8))
+        # cluster node: the LIFs it serves (by listen address); their stores are loaded now
+        self.hosted_lifs: set[str] = {config.lifs[h] for h, _p in config.listen if h in config.lifs}
         self.durable.load()     # persistent opens of the CA shares' handle stores, disconnected
 
     @property
@@ -88,3 +92,116 @@ class Server:
             conn.sessions.pop(session.session_id, None)
         session.channels.clear()
         session.binding.clear()
+
+    # ------------------------------------------------------------------ cluster: LIF moves
+    def host_lif(self, lif: str) -> int:
+        """This server takes over `lif` (docs/cluster-design.md "state moves with the LIF"): open the
+        LIF's store of every CA share, every row becomes a disconnected open with a fresh reconnect
+        window (MS-SMB2 3.3.7.1 state, reclaimed by DH2C 3.3.5.9.12). Returns the opens loaded."""
+        if lif in self.hosted_lifs:
+            return 0
+        self.hosted_lifs.add(lif)
+        return self.durable.stores.load_lif(lif)
+
+    async def host_lif_async(self, lif: str) -> int:
+        """host_lif, yielding to the event loop every 200 opens (heartbeats and control pings of
+        a node keep flowing while it loads a big store)."""
+        import asyncio
+        if lif in self.hosted_lifs:
+            return 0
+        self.hosted_lifs.add(lif)
+        steps = self.durable.stores.load_lif_steps(lif)
+        result = None
+        for _ in range(10_000_000):
+            try:
+                step = steps.send(result)
+            except StopIteration as done:
+                return done.value
+            # store reads run in a thread (a 100k-row SELECT takes ~1 s); the rest in slices
+            result = await asyncio.to_thread(step) if callable(step) else await asyncio.sleep(0)
+        return 0
+
+    def release_lif(self, lif: str) -> int:
+        """Give `lif` away: close its connections (3.3.7.1: persistent opens disconnect, others are
+        closed as a filer loses them), then drop every open of the LIF from memory -- fds, timers,
+        FileState, share modes, locks, leases -- keeping the store rows of the persistent (and CA
+        resilient) ones for the next owner; close the LIF's stores. Returns the opens handed over."""
+        steps = self._release_steps(lif)
+        for _ in range(10_000_000):
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+        return 0
+
+    async def release_lif_async(self, lif: str) -> int:
+        """release_lif, yielding to the event loop every 200 opens."""
+        import asyncio
+        steps = self._release_steps(lif)
+        for _ in range(10_000_000):
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            await asyncio.sleep(0)
+        return 0
+
+    def _release_steps(self, lif: str, chunk: int = 200):
+        from .handlers.files import close_open
+        self.hosted_lifs.discard(lif)
+        for c in [c for c in self.connections if c.lif == lif]:
+            c.close()
+        stores = {id(s) for (_sh, lf), s in self.durable.stores.by_share.items() if lf == lif}
+        seen, victims = set(), []
+        for o in [*self.opens.values(), *self.durable.by_pid.values()]:
+            if id(o) in seen or o.closed:
+                continue
+            seen.add(id(o))
+            if o.lif == lif or (o.dh is not None and id(o.dh.store) in stores):
+                victims.append(o)
+        ids = {id(o) for o in victims}
+        handed = 0
+        for k, o in enumerate(victims):
+            if k and k % chunk == 0:
+                yield None
+            if o.closed:
+                continue
+            if o.dh is not None and o.dh.store is not None:
+                o.dh.store = None           # close_open must not delete the row: the next owner loads it
+                handed += 1
+            o.delete_on_close = False       # nor delete the file on behalf of a handed-over open
+            state = self.files.get(o.file_key) if o.file_key is not None else None
+            if state is not None and state.delete_pending and all(id(x) in ids for x in state.opens):
+                state.delete_pending = False
+            try:
+                close_open(self, o)
+            except Exception:
+                log.exception("dropping open %s of LIF %s", o.name, lif)
+        self.durable.stores.close_lif(lif)
+        log.warning("LIF %s released: %d persistent/resilient opens handed over, %d opens dropped in all",
+                    lif, handed, len(victims))
+        return handed
+
+    # ------------------------------------------------------------------ cluster: status
+    def open_counts(self) -> dict:
+        n = {"persistent": 0, "durable": 0, "plain": 0}
+        seen = set()
+        for o in [*self.opens.values(), *self.durable.by_pid.values()]:
+            if o.closed or o.is_pipe or id(o) in seen:
+                continue
+            seen.add(id(o))
+            n["persistent" if o.persistent else "durable" if (o.durable or o.resilient) else "plain"] += 1
+        return n
+
+    def disconnected(self, limit: int = 1000) -> list[dict]:
+        now = time.monotonic()
+        out = []
+        for o in self.durable.by_pid.values():
+            if o.closed or o.dh is None or not o.dh.disconnected:
+                continue
+            out.append({"share": o.tree.share.name, "path": o.name, "lif": o.lif,
+                        "persistent_id": o.persistent_id,
+                        "remaining_s": round(max(0.0, o.dh.deadline - now), 1) if o.dh.deadline else None})
+            if len(out) >= limit:
+                break
+        return out

@@ -152,6 +152,7 @@ class Open:
     holds: list = field(default_factory=list)
     stream: str = ""               # named data stream ("" = the file/directory itself); host_path is the base
     ea_index: int = 0              # FileFullEaInformation enumeration position (MS-FSA 2.1.5.11)
+    lif: str = ""                  # cluster: the LIF (by local address) the open was granted through
 
     @property
     def file_id(self) -> bytes:

@@ -218,6 +218,7 @@ def create(req) -> Reply:
              write_through=bool(r.options & cr.FILE_WRITE_THROUGH))
     o.file_key = key
     o.stream = stream
+    o.lif = req.conn.lif        # its handle store is per (volume, LIF): docs/cluster-design.md
     if r.options & cr.FILE_DELETE_ON_CLOSE:
         o.delete_on_close = True
     state.opens.append(o)
