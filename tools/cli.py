@@ -116,6 +116,27 @@ async def _serve(cfg) -> None:
         await s.wait_closed()
 
 
+def _register_cluster() -> None:
+    from tools.cluster_cli import register
+    register(app)
+
+
+_register_cluster()
+
+
+def _register_drill_and_witness() -> None:
+    from smbnd.drill.cli import drill_app
+    app.add_typer(drill_app, name="drill", help="failover drills: smbnd drill run FILE.yaml")
+    try:
+        from witness.cli import witness_app
+    except ImportError:       # the witness package is optional in a partial install
+        return
+    app.add_typer(witness_app, name="witness", help="MS-SWN witness: registrations, hand-sent notifications")
+
+
+_register_drill_and_witness()
+
+
 def main() -> None:
     app()
 

@@ -63,11 +63,29 @@ class NetnsLifs:
     def __init__(self, ifname: str = "eth0"):
         self.ifname = ifname
 
+    @staticmethod
+    def _off_loop(fn):
+        """pyroute2 >= 0.8 runs its own asyncio loop inside the sync IPRoute: call it from a thread
+        with no running loop (a few ms; the node's loop waits)."""
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(fn).result()
+
     def _ipr(self):
         from pyroute2 import IPRoute
         return IPRoute()
 
     def plumb(self, lif) -> None:
+        self._off_loop(lambda: self._plumb(lif))
+        try:
+            gratuitous_arp(self.ifname, lif.address)
+        except OSError as e:
+            log.warning("gratuitous ARP for %s: %s", lif.address, e)
+
+    def unplumb(self, lif) -> None:
+        self._off_loop(lambda: self._unplumb(lif))
+
+    def _plumb(self, lif) -> None:
         with self._ipr() as ipr:
             idx = ipr.link_lookup(ifname=self.ifname)[0]
             try:
@@ -75,12 +93,8 @@ class NetnsLifs:
             except Exception as e:      # NetlinkError 17: already there (idempotent)
                 if getattr(e, "code", None) != 17:
                     raise
-        try:
-            gratuitous_arp(self.ifname, lif.address)
-        except OSError as e:
-            log.warning("gratuitous ARP for %s: %s", lif.address, e)
 
-    def unplumb(self, lif) -> None:
+    def _unplumb(self, lif) -> None:
         with self._ipr() as ipr:
             idx = ipr.link_lookup(ifname=self.ifname)[0]
             try:
@@ -128,6 +142,12 @@ class NetnsFabric:
         for i, (node, addr) in enumerate(sorted(self.nodes.items())):
             _sh(["ip", "netns", "add", self.ns(node)])
             self._veth_into(self.ns(node), f"vn{i}", addr)
+
+    def release_address(self, node: str, lif) -> None:
+        """Fencing: take a LIF's address off a dead (or fenced) node's namespace before the partner
+        plumbs it, so the dead node's kernel can't answer ARP or reset connections for it."""
+        _sh(["ip", "-n", self.ns(node), "addr", "del", f"{lif.address}/{lif.prefix_len}", "dev", "eth0"],
+            check=False)
 
     def add_client(self, name: str, address: str) -> str:
         """A client namespace on the fabric (tests, drills); returns its name."""
