@@ -98,6 +98,7 @@ class Association:
         self.security = security
         self.transport_principal = principal     # who the transport authenticated (SMB session)
         self.secondary_address = secondary_address
+        self.local_address = ""                  # set by the transport (the address the client reached)
         self.groups = groups if groups is not None else AssocGroups()
         self.group: AssocGroup | None = None
         self.max_frag = max_frag

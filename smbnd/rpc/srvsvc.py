@@ -72,7 +72,10 @@ class ShareView:
             self.path = "C:" + cfg.path.replace("/", "\\")       # as Samba presents local paths
             self.flags = CSC_CACHE_MANUAL_REINT
             if cfg.ca:
-                self.flags |= SHI1005_FLAGS_ENABLE_CA | SHI1005_FLAGS_CLUSTER_MANAGED
+                self.flags |= SHI1005_FLAGS_ENABLE_CA
+            if getattr(server.config, "clustered", False):
+                # MS-SRVS 2.2.4.29: the share is a cluster resource (SVM volume on a cluster node)
+                self.flags |= SHI1005_FLAGS_CLUSTER_MANAGED
             if cfg.encrypt:
                 self.flags |= SHI1005_FLAGS_ENCRYPT_DATA
         self.current_uses = sum(1 for s in server.sessions.values() for t in s.trees.values()
@@ -271,7 +274,7 @@ class Srvsvc:
         info[k + "platform_id"], info[k + "name"] = PLATFORM_ID_NT, _z(name)
         if level >= 101:
             stype = SV_TYPE_WORKSTATION | SV_TYPE_SERVER | SV_TYPE_NT | SV_TYPE_SERVER_NT
-            if self.server.any_ca_share:
+            if getattr(cfg, "clustered", False):      # MS-SRVS 2.2.2.7: a cluster node's server
                 stype |= SV_TYPE_CLUSTER_NT
             info[k + "version_major"], info[k + "version_minor"] = 10, 0
             info[k + "type"], info[k + "comment"] = stype, _z(getattr(cfg, "comment", "") or "smbnd")

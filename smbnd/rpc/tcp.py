@@ -32,6 +32,7 @@ class RpcTcpProtocol(asyncio.Protocol):
             transport.close()
             return
         self.association.on_output = self._flush
+        self.association.local_address = sock[0] if sock else ""     # for ept_map towers
         if self._registry is not None:
             self._registry.add(self)
 
