@@ -182,7 +182,15 @@ def test_reference_client_follows_cluster_events(cluster):
     finally:
         proc.kill()
         proc.wait()
+        # move lif_a back the way the supervisor would (placement, then the event) and wait until
+        # node a's witness serves it again, so later tests start from the homes with no move pending
         cluster.set_placement(lif_a="a")
+        cluster.emit(4, "lif_moved", lif="lif_a", address=A, from_node="b", to_node="a", ms=5)
+        deadline = time.monotonic() + 10
+        while f"{A}:{Cluster.WITNESS} witness" not in cluster.control("a").call("status")["listening"]:
+            assert time.monotonic() < deadline, "lif_a not back on node a's witness"
+            time.sleep(0.1)
+        time.sleep(0.5)
 
 
 def test_srvsvc_cluster_flags_and_smbclient_list(cluster):

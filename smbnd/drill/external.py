@@ -127,7 +127,12 @@ class WitnessHook:
 
     def start(self) -> "WitnessHook":
         try:
-            mod = importlib.import_module("interop.witness_client")
+            try:
+                mod = importlib.import_module("interop.witness_client")
+            except ImportError:     # `smbnd drill run` from anywhere: the checkout holding smbnd/
+                import sys
+                sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+                mod = importlib.import_module("interop.witness_client")
             cls = mod.WitnessClient
         except (ImportError, AttributeError) as e:
             self.note = f"witness mode requested but interop.witness_client is not usable ({e}); ran without"
