@@ -122,35 +122,35 @@ class PendingOpens:
 
     # ------------------------------------------------------------------ loading
     def add_batch(self, rows, share, store, lif: str):
-        """Index `rows` (HandleStore.load_index) of `store` (a generator, as castore.load_lif_steps;
-        100,000 rows take well under 0.1 s in one go). Returns the count."""
+        """Index `rows` (HandleStore.load_index) of `store`: a generator (as castore.load_lif_steps)
+        that yields None between its steps, each a few comprehensions over the rows (100,000 rows:
+        ~50 ms a step), so that a node's event loop keeps answering. Returns the count."""
         b = Batch(share, store, lif, time.monotonic())
-        with gc_paused():
-            n = self._index(rows, b)
-        yield None
-        for ms in {r[TIMEOUT] for r in rows}:     # one timer per window length, not per open
-            b.timers[ms] = later(ms / 1000.0, self._expire_group, b, ms)
-        return n
-
-    def _index(self, rows, b: Batch) -> int:
         live = self.server.durable.by_pid
         if self.rows or live:
             taken = [r for r in rows if r[PID] in self.rows or r[PID] in live]
             for r in taken:
-                log.warning("%s: persistent id %#x is already in use; row ignored", b.store.path, r[PID])
+                log.warning("%s: persistent id %#x is already in use; row ignored", store.path, r[PID])
             if taken:
                 skip = {r[PID] for r in taken}
                 rows = [r for r in rows if r[PID] not in skip]
         pids = [r[PID] for r in rows]
-        self.rows.update(zip(pids, rows))
-        self.batch.update(dict.fromkeys(pids, b))
-        self.by_file = _merge(self.by_file, [r[INO] for r in rows], pids)
-        leased = [r for r in rows if r[LKEY]]
-        self.by_lease = _merge(self.by_lease, [r[LKEY] for r in leased], [r[PID] for r in leased])
-        guided = [r for r in rows if r[GUID] and r[GUID] != ZERO_GUID]
-        self.by_guid = _merge(self.by_guid, [r[GUID] for r in guided], [r[PID] for r in guided])
-        apps = [r for r in rows if r[APP]]
-        self.by_app = _merge(self.by_app, [r[APP] for r in apps], [r[PID] for r in apps])
+        with gc_paused():
+            self.rows.update(zip(pids, rows))
+            self.batch.update(dict.fromkeys(pids, b))
+        yield None
+        with gc_paused():
+            self.by_file = _merge(self.by_file, [r[INO] for r in rows], pids)
+        yield None
+        with gc_paused():
+            leased = [r for r in rows if r[LKEY]]
+            self.by_lease = _merge(self.by_lease, [r[LKEY] for r in leased], [r[PID] for r in leased])
+            guided = [r for r in rows if r[GUID] and r[GUID] != ZERO_GUID]
+            self.by_guid = _merge(self.by_guid, [r[GUID] for r in guided], [r[PID] for r in guided])
+            apps = [r for r in rows if r[APP]]
+            self.by_app = _merge(self.by_app, [r[APP] for r in apps], [r[PID] for r in apps])
+        for ms in {r[TIMEOUT] for r in rows}:     # one timer per window length, not per open
+            b.timers[ms] = later(ms / 1000.0, self._expire_group, b, ms)
         return len(pids)
 
     # ------------------------------------------------------------------ rebuilding
