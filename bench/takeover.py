@@ -8,8 +8,9 @@ supervisor sends after fencing) and we poll lif1's address until it accepts a TC
 
     python bench/takeover.py [--n 1000,10000,100000] [--dir /tmp]
 
-Reports: host_lif as timed by node2 (open the store, mark rows disconnected, rebuild the opens
-with their FileState/locks/leases, start listening) and kill -> accepting as the client sees it.
+Reports: host_lif as timed by node2 (open the store, mark rows disconnected, index them -- the
+opens are rebuilt with their FileState/locks/leases when first used, smbnd.pending -- start
+listening) and kill -> accepting as the client sees it.
 """
 from __future__ import annotations
 

@@ -99,6 +99,7 @@ def before_open(req, r, host: str, stream: str) -> None:
     if app_id is None:
         return
     server, tree = req.server, req.tree
+    server.durable.pending.app_instance(app_id)     # restored opens with this id, rebuilt first
     me = req.conn.client_guid
     victims = [o for o in table(server).opens(app_id)
                if o.tree.share is tree.share and o.host_path == host and o.stream == stream

@@ -11,11 +11,13 @@ their byte-range locks and oplock/lease state:
   (``persist_caching``) is committed before the response (or right away);
 * a close deletes the row (``forget``).
 
-On start (``load_all``) every row is marked disconnected (``mark_all_disconnected``) and rebuilt
-as a disconnected Open with a fresh reconnect window (durable_timeout_ms of the row): in the
-FileState of its file (share modes, STATUS_FILE_NOT_AVAILABLE for other openers), with its locks
-and its lease. The file's identity (st_dev, st_ino) must still match or the row is dropped. The
-backing fd is opened only when the owner reclaims the open (``reopen_fd``, identity checked again).
+On start (``load_all``) every row is marked disconnected (``mark_all_disconnected``) and gets a
+fresh reconnect window (durable_timeout_ms of the row). Rows are indexed, not rebuilt
+(smbnd.pending): a row becomes a disconnected Open -- in the FileState of its file (share modes,
+STATUS_FILE_NOT_AVAILABLE for other openers), with its locks and its lease -- when its owner
+reconnects or anybody looks at its file, lease, CreateGuid or AppInstanceId (``restore_pending``).
+The file's identity (st_dev, st_ino) must still match then or the row is dropped. The backing fd
+is opened only when the owner reclaims the open (``reopen_fd``, identity checked again).
 """
 from __future__ import annotations
 
@@ -162,14 +164,14 @@ class CaStores:
                 return done.value
             result = step() if callable(step) else None
 
-    def load_lif_steps(self, lif: str, chunk: int = 200):
+    def load_lif_steps(self, lif: str):
         """load_lif as a generator, so that a node's event loop keeps answering heartbeats and pings
-        while it takes over a big store: it yields None every `chunk` rows (a pause) and the store
+        while it takes over a big store: it yields None between steps (a pause) and the store
         reads as callables (the driver runs them, in a thread if it likes, and sends the result
-        back). Returns the count."""
+        back). The rows are indexed, not rebuilt (smbnd.pending). Returns the count."""
         server = self.server
-        restored = []
-        verbose = log.isEnabledFor(logging.INFO)
+        pending = self.mgr.pending
+        total, top = 0, 0
         for share in list(server.shares.values()):
             if share.config is None or not share.config.ca:
                 continue
@@ -186,34 +188,39 @@ class CaStores:
                 continue
             t0 = time.monotonic()
             yield s.mark_all_disconnected
-            rows = yield s.load_all
-            n = 0
-            for k, rec in enumerate(rows):
-                if k and k % chunk == 0:
-                    yield None
-                o = self._restore(rec, share, s)
-                if o is None:
-                    s.delete(rec.persistent_id)
-                else:
-                    o.lif = lif
-                    restored.append(o)
-                    n += 1
-                    if verbose:
-                        log.info("restored %s open %s (persistent id %#x, %d locks, lease %s)",
-                                 "persistent" if o.persistent else "resilient", o.name, o.persistent_id,
-                                 len(o.locks), o.lease.key.hex() if o.lease is not None else "-")
+            rows = yield s.load_index
+            n = yield from pending.add_batch(rows, share, s, lif)
             if rows:
-                log.warning("share %s%s: %d persistent/resilient opens restored disconnected (%d dropped) "
-                            "in %.2f s", share.name, f"@{lif}" if lif else "", n, len(rows) - n,
-                            time.monotonic() - t0)
-        if restored:
-            # FileId.Persistent values of this run must not collide with the restored ones
+                top = max(top, rows[-1][0])     # persistent-id order
+                log.warning("share %s%s: %d persistent/resilient opens loaded disconnected in %.2f s",
+                            share.name, f"@{lif}" if lif else "", n, time.monotonic() - t0)
+            total += n
+        if top:
+            # FileId.Persistent values of this run must not collide with the loaded ones
             nxt = next(server._persistent_ids)
-            top = max(o.persistent_id for o in restored)
             server._persistent_ids = itertools.count(max(nxt, top + 1))
-        return len(restored)
+        return total
 
-    def _restore(self, rec, share, s) -> Open | None:
+    def restore_pending(self, pid: int, share, s, lif: str, deadline: float) -> Open | None:
+        """Rebuild one pending row (smbnd.pending) as a disconnected Open whose window ends at
+        `deadline`; None when the row is gone or its file is (the caller deletes the row)."""
+        try:
+            rec = s.get(pid)
+        except Exception:
+            log.exception("handle store %s: reading open %#x", s.path, pid)
+            return None
+        if rec is None:
+            return None
+        o = self._restore(rec, share, s, deadline)
+        if o is not None:
+            o.lif = lif
+            if log.isEnabledFor(logging.INFO):
+                log.info("restored %s open %s (persistent id %#x, %d locks, lease %s)",
+                         "persistent" if o.persistent else "resilient", o.name, o.persistent_id,
+                         len(o.locks), o.lease.key.hex() if o.lease is not None else "-")
+        return o
+
+    def _restore(self, rec, share, s, deadline: float | None = None) -> Open | None:
         server = self.server
         fs = share.fs
         lk = fs.lookup(rec.path)
@@ -281,7 +288,7 @@ class CaStores:
             appinstance.register(server, o)
         except (ImportError, AttributeError):
             pass
-        self.mgr._start_window(o)
+        self.mgr._start_window(o, deadline)
         return o
 
     def _placeholders(self, share):

@@ -81,7 +81,9 @@ class DurableManager:
         self.server = server
         self.by_pid: dict[int, Any] = {}     # FileId.Persistent -> Open (durable/persistent/resilient)
         from .castore import CaStores
+        from .pending import PendingOpens
         self.stores = CaStores(server, self)
+        self.pending = PendingOpens(server, self.stores)   # loaded store rows not rebuilt yet
 
     # ------------------------------------------------------------------ configuration
     def default_timeout_ms(self) -> int:
@@ -137,6 +139,7 @@ class DurableManager:
                 raise SmbError(st.STATUS_INVALID_PARAMETER)
             timeout, flags, _res, guid = struct.unpack_from("<II8s16s", dh2q, 0)
             if req.hdr.flags & hd.FLAGS_REPLAY_OPERATION:
+                self.pending.create_guid(guid, req.conn.client_guid)
                 o = next((x for x in self.by_pid.values() if x.create_guid == guid and not x.closed
                           and x.client_guid == req.conn.client_guid and x.dh is not None
                           and x.dh.disconnected), None)
@@ -154,14 +157,14 @@ class DurableManager:
         oplock or lease the new open would break (MS-FSA 2.1.4.12, as OplockManager.check_open
         decides) is closed instead of broken (3.3.4.6 / 3.3.4.7), before the CREATE looks at the
         file: its delete-on-close, share modes and caching are gone for the new open."""
-        if not self.by_pid:
+        if not self.by_pid and not self.pending.rows:
             return
         try:
             stt = os.lstat(host)
         except OSError:
             return
         from .handlers.create_ext import state_key
-        state = self.server.files.get(state_key(stt, stream))
+        state = self.server.files.get(state_key(stt, stream))   # pending opens of the file rebuilt
         if state is None:
             return
         disc = [o for o in state.opens if o.dh is not None and o.dh.disconnected and not o.closed]
@@ -262,9 +265,10 @@ class DurableManager:
         """3.3.5.9.7 (create_guid None, DHnC) / 3.3.5.9.12 (DH2C)."""
         conn, tree = req.conn, req.tree
         want_persistent = bool(flags & DHANDLE_FLAG_PERSISTENT)
-        o = self.by_pid.get(pid)
+        o = self.pending.lookup_pid(pid)
         if o is None and create_guid is not None and want_persistent and tree.share.config.ca \
                 and conn.server_capabilities & ng.CAP_PERSISTENT_HANDLES:
+            self.pending.create_guid(create_guid)
             o = next((x for x in self.by_pid.values() if x.persistent and x.create_guid == create_guid
                       and not x.closed), None)
         if o is not None and not o.closed and o.dh is not None and o.dh.disconnected and o.dh.deadline \
@@ -410,13 +414,15 @@ class DurableManager:
     def window_ms(self, o) -> int:
         return max(o.durable_timeout if (o.durable or o.persistent) else 0, o.dh.resiliency_ms)
 
-    def _start_window(self, o) -> None:
+    def _start_window(self, o, deadline: float | None = None) -> None:
+        """The reconnect window: from now, or until `deadline` (a pending row rebuilt late keeps
+        the window it got when its store was loaded)."""
         dh = o.dh
         dh.disconnected = True
-        ms = self.window_ms(o)
-        dh.deadline = time.monotonic() + ms / 1000.0
+        now = time.monotonic()
+        dh.deadline = now + self.window_ms(o) / 1000.0 if deadline is None else deadline
         cancel(dh.timer)
-        dh.timer = later(ms / 1000.0, self._expire, o)
+        dh.timer = later(max(0.0, dh.deadline - now), self._expire, o)
 
     def _expire(self, o) -> None:
         """3.3.2.2 Durable Open Scavenger Timer / 3.3.2.4 Resilient Open Scavenger Timer: the open
@@ -474,6 +480,7 @@ class DurableManager:
     # ------------------------------------------------------------------ renames
     def any_under(self, prefix: str) -> bool:
         """A disconnected durable open below directory `prefix` (host path ending in '/')."""
+        self.pending.under(prefix)
         return any(o.dh is not None and o.dh.disconnected and o.host_path.startswith(prefix)
                    for o in self.by_pid.values() if not o.closed)
 

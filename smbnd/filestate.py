@@ -17,9 +17,15 @@ class FileState:
 class FileTable:
     def __init__(self):
         self.by_key: dict[tuple, FileState] = {}
+        # called with the key when it has no FileState: opens restored from a handle store are
+        # rebuilt lazily (smbnd.pending), the file's ones before anybody looks at its state
+        self.miss = None
 
     def get(self, key, create: bool = False, path: str = "") -> FileState | None:
         s = self.by_key.get(key)
+        if s is None and self.miss is not None:
+            self.miss(key)
+            s = self.by_key.get(key)
         if s is None and create:
             s = self.by_key[key] = FileState(key, path)
         elif s is not None and path:

@@ -92,9 +92,15 @@ _INSERT = f"INSERT OR REPLACE INTO opens ({', '.join(_FIELDS)}) VALUES ({', '.jo
 _COLS = ", ".join(_FIELDS)
 _BOOLS = ("is_directory", "is_persistent", "is_resilient")
 
-# What start-up loads: an immutable row per open (cheap enough for 100k in well under a second);
-# the server indexes these and builds a live Open only when the owner reclaims it.
+# load_all: an immutable full row per open (tools, tests, bench/store_load.py's SQLite-only number).
 StoredOpen = namedtuple("StoredOpen", [*_FIELDS, "locks"])
+
+
+# What start-up reads: the columns the server indexes disconnected opens by (smbnd.pending); the
+# rest of a row is read when the open is rebuilt (get).
+INDEX_COLUMNS = ("persistent_id", "file_dev", "file_ino", "client_guid", "create_guid", "lease_key",
+                 "app_instance_id", "durable_timeout_ms", "is_persistent", "path")
+_INDEX_SELECT = f"SELECT {', '.join(INDEX_COLUMNS)} FROM opens"
 
 
 def _from_row(row, locks) -> OpenRecord:
@@ -195,6 +201,11 @@ class HandleStore:
         with self._tx():
             self.db.execute("DELETE FROM opens WHERE persistent_id = ?", (persistent_id,))
 
+    def delete_many(self, persistent_ids) -> None:
+        """One transaction (opens whose reconnect window ended together)."""
+        with self._tx():
+            self.db.executemany("DELETE FROM opens WHERE persistent_id = ?", [(p,) for p in persistent_ids])
+
     def mark_all_disconnected(self, now: float | None = None) -> int:
         """On start/takeover: every open in the store is disconnected with a fresh window."""
         with self._tx():
@@ -210,6 +221,12 @@ class HandleStore:
         make = StoredOpen._make
         none = ()
         return [make((*row, locks.get(row[0], none))) for row in db.execute(f"SELECT {_COLS} FROM opens")]
+
+    def load_index(self) -> list[tuple]:
+        """Start-up: one tuple per open with the INDEX_COLUMNS, in persistent-id order."""
+        from .pending import gc_paused
+        with gc_paused():
+            return self.db.execute(_INDEX_SELECT + " ORDER BY persistent_id").fetchall()
 
     def get(self, persistent_id: int) -> OpenRecord | None:
         for rec in self._select("WHERE persistent_id = ?", (persistent_id,)):

@@ -72,9 +72,14 @@ class LeaseTable:
 
     def __init__(self):
         self.by_key: dict[tuple[bytes, bytes], Lease] = {}
+        self.miss = None        # (client_guid, key) -> None: rebuild lazily restored holders (smbnd.pending)
 
     def get(self, client_guid: bytes, key: bytes) -> Lease | None:
-        return self.by_key.get((client_guid, key))
+        lease = self.by_key.get((client_guid, key))
+        if lease is None and self.miss is not None:
+            self.miss(client_guid, key)
+            lease = self.by_key.get((client_guid, key))
+        return lease
 
     def add(self, lease: Lease) -> None:
         self.by_key[lease.table_key] = lease

@@ -149,6 +149,7 @@ def create_guid_of(req, r) -> bytes | None:
 
 def lookup_create_guid(server, client_guid: bytes, create_guid: bytes):
     """The Open where Open.IsReplayEligible is TRUE, Open.CreateGuid and Open.ClientGuid match."""
+    server.durable.pending.create_guid(create_guid, client_guid)   # a restored one, rebuilt first
     o = table(server).by_guid.get((client_guid, create_guid))
     if o is None or o.closed or not o.replay_eligible:
         return None

@@ -104,8 +104,8 @@ class Server:
         return self.durable.stores.load_lif(lif)
 
     async def host_lif_async(self, lif: str) -> int:
-        """host_lif, yielding to the event loop every 200 opens (heartbeats and control pings of
-        a node keep flowing while it loads a big store)."""
+        """host_lif, yielding to the event loop while it indexes a big store (heartbeats and control
+        pings of a node keep flowing)."""
         import asyncio
         if lif in self.hosted_lifs:
             return 0
@@ -117,7 +117,7 @@ class Server:
                 step = steps.send(result)
             except StopIteration as done:
                 return done.value
-            # store reads run in a thread (a 100k-row SELECT takes ~1 s); the rest in slices
+            # store reads run in a thread; indexing the rows in slices
             result = await asyncio.to_thread(step) if callable(step) else await asyncio.sleep(0)
         return 0
 
@@ -152,6 +152,7 @@ class Server:
         for c in [c for c in self.connections if c.lif == lif]:
             c.close()
         stores = {id(s) for (_sh, lf), s in self.durable.stores.by_share.items() if lf == lif}
+        handed = self.durable.pending.drop_stores(stores)   # loaded rows never rebuilt: just forgotten
         seen, victims = set(), []
         for o in [*self.opens.values(), *self.durable.by_pid.values()]:
             if id(o) in seen or o.closed:
@@ -160,7 +161,6 @@ class Server:
             if o.lif == lif or (o.dh is not None and id(o.dh.store) in stores):
                 victims.append(o)
         ids = {id(o) for o in victims}
-        handed = 0
         for k, o in enumerate(victims):
             if k and k % chunk == 0:
                 yield None
@@ -191,6 +191,9 @@ class Server:
                 continue
             seen.add(id(o))
             n["persistent" if o.persistent else "durable" if (o.durable or o.resilient) else "plain"] += 1
+        p, r = self.durable.pending.counts()     # loaded from a store, not rebuilt yet: disconnected
+        n["persistent"] += p
+        n["durable"] += r
         return n
 
     def disconnected(self, limit: int = 1000) -> list[dict]:
@@ -204,4 +207,4 @@ class Server:
                         "remaining_s": round(max(0.0, o.dh.deadline - now), 1) if o.dh.deadline else None})
             if len(out) >= limit:
                 break
-        return out
+        return out + self.durable.pending.listing(limit - len(out), now)
