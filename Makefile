@@ -18,11 +18,12 @@ peers:
 run: $(STAMP)
 	$(PY) -m tools.demo
 
+# three workers: the smbtorture/witness/kernel runs spend most of their time waiting on timeouts
 test: $(STAMP) peers
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 3
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not torture and not kernel"
+	$(PY) -m pytest -q -ra -n 3 -m "not torture and not kernel"
 
 interop: $(STAMP) peers
 	$(PY) -m pytest -q -ra -m "torture or kernel"

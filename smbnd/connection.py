@@ -144,6 +144,7 @@ class Connection:
         self.force_unacked_timeout = False   # smbtorture FSCTL: breaks sent here count as unacknowledged
         self.local_addr = ""             # address the client connected to (netio)
         self.lif = ""                    # cluster: the LIF of that address (ServerConfig.lifs), else ""
+        self.vanish = False              # close without FIN/RST: its LIF moved away (netio._close)
 
     # ---- entry point
     def frame_received(self, frame) -> None:

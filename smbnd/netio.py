@@ -24,6 +24,9 @@ SCRATCH = 256 * 1024
 LARGE = 64 * 1024
 
 
+TCP_REPAIR = 19          # linux/tcp.h; needs CAP_NET_ADMIN
+
+
 class SmbProtocol(asyncio.BufferedProtocol):
     def __init__(self, server):
         self.server = server
@@ -85,6 +88,17 @@ class SmbProtocol(asyncio.BufferedProtocol):
 
     def _close(self):
         if self.transport is not None:
+            if self.conn is not None and self.conn.vanish:
+                # the LIF's address has moved to another node (netns backend): leave like a host that
+                # is gone -- no FIN, no RST (TCP_REPAIR close). The peer's next segment reaches the new
+                # owner, whose RST makes the client reconnect and replay, instead of an EPIPE in the
+                # middle of sending a request (the Linux client fails such a write).
+                try:
+                    self.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+                except (OSError, AttributeError):
+                    pass
+                self.transport.abort()
+                return
             self.transport.close()
 
     # ---- receive

@@ -29,6 +29,7 @@ from durable_client import (H, LEASE, LOCK_EXCLUSIVE, LOCK_FAIL_IMMEDIATELY, LOC
 from smbnd import status as st
 from smbnd.cluster.nodectl import NodeClient
 from smbnd_server import PASSWORD, USER, free_port
+from smbnd.cluster.model import socket_path
 
 CHUNK = 64 * 1024
 FILE_WRITE_THROUGH = 0x2
@@ -99,7 +100,7 @@ aggregate = "aggr2"
 {USER} = "{PASSWORD}"
 """)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.ctl = {n: NodeClient(os.path.join(self.state_dir, "nodes", f"{n}.sock")) for n in ("node1", "node2")}
+        self.ctl = {n: NodeClient(socket_path(self.state_dir, n)) for n in ("node1", "node2")}
 
     def start(self, node: str, *extra: str) -> str:
         log = open(os.path.join(self.tmp, f"{node}.log"), "a")

@@ -27,6 +27,7 @@ from durable_client import (FILE_OPENED, H, LEASE, LOCK_EXCLUSIVE, LOCK_FAIL_IMM
                             R, W, Cli, dh2c, dh2q, lease_v2)
 from smbnd import status as st
 from smbnd.cluster.nodectl import NodeClient
+from smbnd.cluster.model import socket_path
 from smbnd.cluster.ops import (OpError, move_volume_files, plan_aggr_relocate, plan_giveback, plan_lif_migrate,
                                plan_takeover, plan_vol_move)
 
@@ -164,7 +165,7 @@ class Cluster:
         raise AssertionError(f"{node} not {state}: {self.status()['nodes']}")
 
     def node_client(self, node: str) -> NodeClient:
-        return NodeClient(os.path.join(self.cfg.state_dir, "nodes", f"{node}.sock"))
+        return NodeClient(socket_path(self.cfg.state_dir, node))
 
     def down(self) -> None:
         try:

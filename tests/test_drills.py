@@ -68,7 +68,9 @@ def test_drill_witness_client_move(tmp_path):
     v = result["verdict"]
     assert v["passed"], v["failures"]
     recs = result["clients"]["c1"]["records"]
-    assert any(r["op"] == "witness_register" for r in recs)
+    assert any(r["op"] == "witness_register" for r in recs), (
+        [(r["start"], r.get("error")) for r in recs if r["op"].startswith("witness")][:8],
+        result["clients"]["c1"].get("notes"))
     moves = [r for r in recs if r["op"] == "witness_client_move"]
     assert moves, [r for r in recs if r["op"].startswith("witness")]
     recon = [r for r in recs if r["op"] == "reconnect"]

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from .control import ControlClient, ControlError
+from smbnd.cluster.model import socket_path
 
 witness_app = typer.Typer(add_completion=False, no_args_is_help=True, help="MS-SWN witness: registrations, notifications")
 notify_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -36,7 +37,7 @@ def _sockets(config: str, node: Optional[str]) -> list[tuple[str, str]]:
         _die(f"unknown node {node!r} (nodes: {', '.join(sorted(c.nodes))})")
     out = []
     for name in sorted(c.nodes):
-        path = os.path.join(c.state_dir, "nodes", f"{name}.witness.sock")
+        path = socket_path(c.state_dir, f"{name}.witness")
         if (node is None or name == node) and os.path.exists(path):
             out.append((name, path))
     if not out:

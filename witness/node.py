@@ -36,6 +36,7 @@ from smbnd.rpc.tcp import RpcTcpServer
 
 from . import ndr as n
 from .service import WITNESS_UUID, WITNESS_VERSION, Interface_, WitnessService
+from smbnd.cluster.model import socket_path
 
 log = logging.getLogger("witness")
 
@@ -49,7 +50,7 @@ FILE_FALLBACK_S = 2.0          # placement.json ahead of the event stream this l
 
 
 def control_path(c: ClusterConfig, node: str) -> str:
-    return os.path.join(c.state_dir, "nodes", f"{node}.witness.sock")
+    return socket_path(c.state_dir, f"{node}.witness")
 
 
 class WitnessNode:

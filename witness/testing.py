@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from smbnd.cluster.model import socket_path
 
 USER, PASSWORD = "demo", "demo-Passw0rd"
 
@@ -236,7 +237,7 @@ class Cluster:
 
     def control(self, node: str):
         from .control import ControlClient
-        return ControlClient(os.path.join(self.state_dir, "nodes", f"{node}.witness.sock"))
+        return ControlClient(socket_path(self.state_dir, f"{node}.witness"))
 
     def run(self, cmd: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(self.ns.wrap(cmd), capture_output=True, text=True, timeout=timeout, **kw)

@@ -17,7 +17,10 @@
 #  CRASH = N > 0 adds the crash_io/crash_verify checks: a write+verify loop on a
 #  file kept open while the host SIGKILLs and restarts the server N times -- the
 #  guest asks for each kill with a "SMBK-CRASH <optset> <k>" line; CRASH_WAIT is
-#  how long the check after a remount may wait for abandoned handles to expire.)
+#  how long the check after a remount may wait for abandoned handles to expire.
+#  DRILL = S > 0 is drill mode (drill_io, driven by drill_client.py): the generic file checks are
+#  skipped; the guest writes+fsyncs 64 KiB blocks to a file it keeps open for S seconds -- or until
+#  DRILL_END (unix time, read against the RTC) when set -- printing one line per I/O, then verifies.)
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
 mount -t proc proc /proc
@@ -96,6 +99,8 @@ run_optset() {
     eval EXP_SIGN=\$OPT_${i}_SIGN
     eval EXP_SEAL=\$OPT_${i}_SEAL
     eval CRASH=\${OPT_${i}_CRASH:-0}
+    eval DRILL=\${OPT_${i}_DRILL:-0}
+    eval DRILL_END=\${OPT_${i}_DRILL_END:-0}
     say "BEGIN $NAME //$SERVER_IP/$SHARE $OPTS"
 
     all="port=$PORT,username=$USER,password=$PASS"
@@ -139,6 +144,16 @@ run_optset() {
     fi
     grep -iE 'Dialect|Security type|Capabilit|signed|Encrypted' /tmp/dd \
         | tr -s ' \t' ' ' | sed "s/^/LOG $NAME debugdata: /"
+
+    if [ "$DRILL" -gt 0 ]; then     # drill mode: only the timed writer (drill_io)
+        for c in mkdir write size readback md5 ls rename small_io append rm rmdir; do res "$c" SKIP "drill mode"; done
+        drill_io "$DRILL" "$DRILL_END"
+        cd /
+        check umount "/mnt" umount /mnt
+        dmesg | grep -iE 'CIFS|SMB' | tail -n 12 | sed "s/^/LOG $NAME drill dmesg: /"
+        say "END $NAME"
+        return
+    fi
 
     # ---- file operations
     D="/mnt/smbk-$RUN_ID-$NAME"
@@ -244,6 +259,84 @@ crash_io() {
     fi
     rm -rf "$CD" 2>/dev/null
     dmesg | grep -iE 'CIFS|SMB' | tail -n 12 | sed "s/^/LOG $NAME crash dmesg: /"
+}
+
+# ---- I/O for a drill (interop/linux-kernel/drill_client.py) ----------------
+# One file stays open (fd 3); every ~100 ms one 64 KiB block of /tmp/src.bin is appended and
+# fsync'd with it (busybox dd conv=fsync fsyncs its output, here fd 3), so each I/O reaches the
+# server: a write + SMB2 FLUSH (MS-SMB2 3.3.5.11) that blocks while the server is away and must
+# complete, without an error, once the client has reconnected and reclaimed its persistent handle.
+# Lines (times: guest uptime, /proc/uptime, 10 ms resolution; read with the shell builtin, no fork):
+#   DSYNC <optset> <uptime> <unix time from the RTC>          when the writer starts
+#   DIO <optset> <n> <start> <end> ok|err [<detail>]           per I/O (n = 0, 1, ...)
+#   DIO <optset> r<k> <start> <end> ok|err [<detail>]          read-back of MiB k (after the writer)
+#   DRILL-DONE <optset> blocks=<n> errors=<e> verified=yes|no reconnects=<session> share_reconnects=<tcon>
+cs() { echo "${1%.*}${1#*.}"; }     # "123.45" -> 12345 (uptime > 1 s: no leading zero)
+drill_io() {
+    secs=$1; end_unix=$2
+    DF="/mnt/smbk-$RUN_ID-$NAME-drill.bin"
+    nmax=$(( $(stat -c %s /tmp/src.bin) / 65536 ))
+    rm -f "$DF" 2>/dev/null
+    err=""
+    touch "$DF" 2>/tmp/out || err="create: $(head -c 150 /tmp/out | tr '\n' ' ')"
+    fd=0; [ -z "$err" ] && exec 3>"$DF" && fd=1
+    read up _ </proc/uptime
+    wall=$(date +%s)
+    # DRILL_END: write until that host time (the guest RTC is the host's clock, qemu -rtc base=utc)
+    if [ "$end_unix" -gt 1000000000 ] && [ "$wall" -gt 1000000000 ] && [ $((end_unix - wall)) -lt "$secs" ]; then
+        secs=$((end_unix - wall)); [ "$secs" -lt 1 ] && secs=1
+    fi
+    say "DSYNC $NAME $up $wall"
+    deadline=$(( $(cs "$up") + secs * 100 ))
+    n=0; ne=0
+    while [ -z "$err" ] && [ $n -lt "$nmax" ]; do
+        read t0 _ </proc/uptime
+        [ "$(cs "$t0")" -ge "$deadline" ] && break
+        if dd if=/tmp/src.bin bs=65536 count=1 skip=$n conv=fsync 2>/tmp/out >&3; then
+            read t1 _ </proc/uptime; say "DIO $NAME $n $t0 $t1 ok"
+        else
+            read t1 _ </proc/uptime; ne=$((ne+1))
+            say "DIO $NAME $n $t0 $t1 err $(grep -v records /tmp/out | head -c 150 | tr '\n' ' ')"
+            [ $ne -ge 20 ] && err="20 I/O errors"
+        fi
+        n=$((n+1))
+        sleep 0.1
+    done
+    [ $fd = 1 ] && exec 3>&-
+    if [ -z "$err" ] && [ $ne -eq 0 ]; then
+        res drill_io PASS "$n blocks of 64 KiB written+fsync'd in ${secs}s, no error"
+    else
+        res drill_io FAIL "$n blocks, $ne I/O errors ${err}"
+    fi
+    # verify: drop the page cache so the whole file is read from the server, 1 MiB (16 blocks) a
+    # read, each compared with the source and printed as an I/O line (the read-back is I/O too)
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    v=yes; k=0; bad=""
+    while [ $((k * 16)) -lt $n ]; do
+        c=$(( n - k * 16 )); [ $c -gt 16 ] && c=16
+        read t0 _ </proc/uptime
+        if dd if="$DF" of=/tmp/got bs=65536 skip=$((k * 16)) count=$c 2>/tmp/out; then
+            read t1 _ </proc/uptime
+            dd if=/tmp/src.bin of=/tmp/want bs=65536 skip=$((k * 16)) count=$c 2>/dev/null
+            if cmp /tmp/want /tmp/got >/tmp/out 2>&1; then say "DIO $NAME r$k $t0 $t1 ok"
+            else v=no; bad="chunk $k: $(head -c 150 /tmp/out | tr '\n' ' ')"; say "DIO $NAME r$k $t0 $t1 err DATA_MISMATCH $bad"; fi
+        else
+            read t1 _ </proc/uptime; v=no; bad="read chunk $k: $(head -c 150 /tmp/out | tr '\n' ' ')"
+            say "DIO $NAME r$k $t0 $t1 err $bad"
+        fi
+        k=$((k+1))
+    done
+    sz=$(stat -c %s "$DF" 2>/dev/null)
+    [ "$sz" = $((n * 65536)) ] || { v=no; bad="size ${sz:-none}, want $((n * 65536)) $bad"; }
+    if [ $v = yes ]; then
+        res drill_verify PASS "$((n * 64)) KiB equal in $k reads (page cache dropped)"
+    else
+        res drill_verify FAIL "$bad"
+    fi
+    # cifs_stats_proc_show (fs/smb/client/cifs_debug.c): "<n> session <m> share reconnects"
+    rc=$(grep -o '[0-9]* session [0-9]* share reconnects' /proc/fs/cifs/Stats 2>/dev/null | cut -d' ' -f1,3)
+    say "DRILL-DONE $NAME blocks=$n errors=$ne verified=$v reconnects=${rc% *} share_reconnects=${rc#* }"
+    rm -f "$DF" 2>/dev/null
 }
 
 i=1

@@ -85,6 +85,8 @@ class OptSet:
     sign: bool = False      # require a signed session
     seal: bool = False      # require an encrypted session
     crash: int = 0          # server SIGKILL+restarts during the crash_io check (0: no crash check)
+    drill: int = 0          # > 0: drill mode (init.sh drill_io) for that many seconds (drill_client.py)
+    drill_end: int = 0      # drill mode: stop writing at this unix time (guest RTC), if earlier
 
     @classmethod
     def parse(cls, spec: str, ph_share: str | None = None) -> "OptSet":
@@ -251,6 +253,7 @@ def _plan(ns: Netns, port: int, user: str, password: str, share: str,
             f"OPT_{i}_NAME={q(o.name)}", f"OPT_{i}_SHARE={q(o.share or share)}",
             f"OPT_{i}_OPTS={q(o.options)}", f"OPT_{i}_DIALECT={q(o.dialect)}",
             f"OPT_{i}_SIGN={int(o.sign)}", f"OPT_{i}_SEAL={int(o.seal)}", f"OPT_{i}_CRASH={int(o.crash)}",
+            f"OPT_{i}_DRILL={int(o.drill)}", f"OPT_{i}_DRILL_END={int(o.drill_end)}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -300,13 +303,15 @@ def run_kernel_client(
     crash_wait: int = 75,
     network=None,
     crash_hook=None,
+    line_hook=None,
 ) -> Result:
     """Run the guest test plan against ``server_cmd`` and return a Result.
 
     Cluster mode (interop/linux-kernel/fabric.py): ``network`` replaces the private namespace (an
     object with name/tap/host_ip/guest_ip/prefix, create(), exec_prefix(), delete(); host_ip is the
     server address the guest mounts), ``server_cmd=None`` means the server is already running, and
-    ``crash_hook(optset, k) -> dict`` replaces the SIGKILL+restart on the guest's SMBK-CRASH lines."""
+    ``crash_hook(optset, k) -> dict`` replaces the SIGKILL+restart on the guest's SMBK-CRASH lines.
+    ``line_hook(line, unix_time)`` sees every console line as it arrives (drill_client.py)."""
     if os.geteuid() != 0:
         raise PermissionError("run.py needs root (network namespace, tap device)")
     t_start = time.monotonic()
@@ -431,6 +436,8 @@ def run_kernel_client(
                     slog.write(raw)
                     slog.flush()
                     line = raw.decode(errors="replace").rstrip("\r\n").replace("\r", "")
+                    if line_hook is not None:
+                        line_hook(line, time.time())
                     if verbose and (line.startswith(("RESULT", "BEGIN", "END", "DONE", "LOG", "SMBK"))):
                         print(f"[guest] {line}", file=sys.stderr, flush=True)
                     mc = CRASH_RE.match(line)
@@ -496,6 +503,10 @@ def run_kernel_client(
                     o["ok"] = False
                     res.errors.append(f"{name}: {spec.crash} server crashes planned, "
                                       f"{sum(1 for x in res.crashes if x['optset'] == name)} done")
+            for c in (("drill_io", "drill_verify") if spec is not None and spec.drill else ()):
+                if o["checks"].get(c, {}).get("status") != "PASS":
+                    o["ok"] = False
+                    o["checks"].setdefault(c, {"status": "FAIL", "detail": "not reported"})
             if not o["completed"]:
                 o["checks"].setdefault("completed", {"status": "FAIL", "detail": "option set did not finish"})
         res.optsets = optres

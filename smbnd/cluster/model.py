@@ -297,3 +297,17 @@ def node_server_config(c: ClusterConfig, node: str, placement: Placement, port: 
     cfg.durable_max_timeout = c.durable_max_timeout
     cfg.state_dir = os.path.join(c.state_dir, "nodes", node)
     return cfg
+
+
+def socket_path(state_dir: str, name: str) -> str:
+    """Unix control socket `<state_dir>/nodes/<name>.sock` -- or, when that path is longer than
+    sun_path allows (108 bytes incl. NUL on Linux), the same name in a private directory under /tmp
+    keyed by the state directory, so every process computes the same path."""
+    p = os.path.join(state_dir, "nodes", f"{name}.sock")
+    if len(p.encode()) <= 100:
+        return p
+    import hashlib
+    import tempfile
+    d = os.path.join(tempfile.gettempdir(), "smbnd-" + hashlib.sha1(os.path.abspath(state_dir).encode()).hexdigest()[:16])
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return os.path.join(d, f"{name}.sock")

@@ -22,7 +22,7 @@ import sys
 import time
 
 from ..config import ConfigError
-from .model import ClusterConfig, Placement, load_cluster, node_server_config
+from .model import ClusterConfig, Placement, load_cluster, node_server_config, socket_path
 
 log = logging.getLogger("smbnd.cluster.node")
 
@@ -56,7 +56,7 @@ class Node:
                           or cluster.initial_placement())
         self.waiting_giveback = waiting_giveback
         self.port = cluster.port("smb")
-        self.sock_path = os.path.join(cluster.state_dir, "nodes", f"{name}.sock")
+        self.sock_path = socket_path(cluster.state_dir, name)
         self.started = time.time()
         self.frozen: set[str] = set()
         self.faults: dict[str, dict] = {}
@@ -205,6 +205,16 @@ class Node:
 
     async def _release(self, lif: str) -> int:
         d = self._lif(lif)
+        if self.lif_backend.name == "netns":
+            # a real IP move: the address leaves this node first and its connections vanish silently
+            # (netio), so a client's next segment meets the new owner's RST and it reconnects
+            try:
+                self.lif_backend.unplumb(d)
+            except Exception as e:  # noqa: BLE001
+                log.warning("unplumbing %s: %s", d.address, e)
+            for c in self.server.connections:
+                if c.lif == lif:
+                    c.vanish = True
         self.listeners.stop(d.address)
         dropped = await self.server.release_lif_async(lif)   # closes its connections, keeps the rows
         self.listeners.close_connections(d.address)  # anything that raced in

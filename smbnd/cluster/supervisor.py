@@ -24,7 +24,7 @@ from .api import ControlApi
 from .events import EventLog
 from .faults import Faults, PartitionTracker, judge, suspects
 from .metrics import Metrics
-from .model import ClusterConfig, Placement, load_cluster
+from .model import ClusterConfig, Placement, load_cluster, socket_path
 from .nodectl import NodeClient, NodeError
 from .ops import OpError, Operations
 
@@ -89,7 +89,7 @@ class Supervisor:
         self.stopped: set[str] = set()              # SIGSTOPped by the hang fault
         self.partitioned: dict[frozenset, str] = {}
         self.partitions = PartitionTracker()
-        self.nodes = {n: NodeProc(n, os.path.join(self.sd, "nodes", f"{n}.sock"),
+        self.nodes = {n: NodeProc(n, socket_path(self.sd, n),
                                   os.path.join(self.sd, "nodes", f"{n}.log")) for n in cfg.nodes}
         self.witness: dict[str, asyncio.subprocess.Process] = {}
         self._op_lock = asyncio.Lock()
@@ -332,6 +332,30 @@ class Supervisor:
                     *cmd, stdout=logf, stderr=logf, start_new_session=True)
             finally:
                 logf.close()
+        await self._wait_witnesses_ready()
+
+    async def _wait_witnesses_ready(self, timeout: float = 30.0) -> None:
+        """`cluster up` returns with every witness answering (its log's ready line), so that a client
+        registering right after sees a witness (bounded; a witness that doesn't come up is logged)."""
+        logs = {n: os.path.join(self.sd, "nodes", f"{n}.witness.log") for n in self.witness}
+        start = {n: (os.path.getsize(p) if os.path.exists(p) else 0) for n, p in logs.items()}
+        pending = set(logs)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for n in list(pending):
+                try:
+                    with open(logs[n], "rb") as f:
+                        f.seek(start[n])
+                        if f"witness {n} ready".encode() in f.read():
+                            pending.discard(n)
+                except OSError:
+                    pass
+                if self.witness[n].returncode is not None:
+                    pending.discard(n)
+                    log.warning("witness of %s exited (%s); see %s", n, self.witness[n].returncode, logs[n])
+            await asyncio.sleep(0.05)
+        for n in pending:
+            log.warning("witness of %s not ready after %.0f s; see %s", n, timeout, logs[n])
 
     async def stop_witnesses(self) -> None:
         for p in self.witness.values():

@@ -270,7 +270,9 @@ def dump_toml(doc: dict) -> str:
 def isolated_config(base_toml: str, workdir: str, seed: int | None = None) -> str:
     """A copy of ``base_toml`` that cannot collide with anything else on the machine: state and
     aggregates under ``workdir``, unique 127.0.0.x LIF addresses, free SMB/EPM/witness/control ports,
-    interconnects on unique 127.0.1.x addresses with free UDP ports, metrics off. -> path of the copy."""
+    interconnects on unique 127.0.1.x addresses with free UDP ports, metrics off. A netns cluster
+    keeps its backend: a unique cluster name (namespace names) and a random 192.168.x.0/24 for its
+    LIFs (.11, .12, ...) and nodes (.1, .2, ...). -> path of the copy."""
     with open(base_toml, "rb") as f:
         doc = tomllib.load(f)
     rng = random.Random(seed if seed is not None else os.getpid() ^ time.monotonic_ns())
@@ -282,13 +284,25 @@ def isolated_config(base_toml: str, workdir: str, seed: int | None = None) -> st
     cl["witness_port"] = _free_port()
     cl["control"] = f"127.0.0.1:{_free_port()}"
     cl["metrics_port"] = 0
-    cl["lif_backend"] = "loopback"
-    lifs = doc.get("lif", [])
-    for lif, last in zip(lifs, rng.sample(range(100, 250), len(lifs))):
-        lif["address"] = f"127.0.0.{last}"
-    nodes = doc.get("node", [])
-    for node, last in zip(nodes, rng.sample(range(100, 250), len(nodes))):
-        node["interconnect"] = f"127.0.1.{last}:{_free_port(kind=socket.SOCK_DGRAM)}"
+    lifs, nodes = doc.get("lif", []), doc.get("node", [])
+    if cl.get("lif_backend") == "netns":
+        # netns stays netns: the namespaces are named after the cluster's first 8 characters
+        # (smbnd.cluster.lif.fabric_for), so a unique name; a random 192.168.x.0/24 fabric subnet
+        for _ in range(50):
+            cl["name"] = f"d{rng.randrange(10 ** 6):06d}"
+            if not os.path.exists(f"/run/netns/snd-{cl['name']}-fab"):
+                break
+        net = f"192.168.{rng.randrange(100, 250)}"
+        for i, lif in enumerate(lifs):
+            lif["address"], lif["prefix_len"] = f"{net}.{11 + i}", 24
+        for i, node in enumerate(nodes):
+            node["interconnect"] = f"{net}.{1 + i}:7700"
+    else:
+        cl["lif_backend"] = "loopback"
+        for lif, last in zip(lifs, rng.sample(range(100, 250), len(lifs))):
+            lif["address"] = f"127.0.0.{last}"
+        for node, last in zip(nodes, rng.sample(range(100, 250), len(nodes))):
+            node["interconnect"] = f"127.0.1.{last}:{_free_port(kind=socket.SOCK_DGRAM)}"
     for aggr in doc.get("aggregate", []):
         aggr["path"] = os.path.join(workdir, aggr["name"])
         os.makedirs(aggr["path"], exist_ok=True)

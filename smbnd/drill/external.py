@@ -2,8 +2,10 @@
 
 **External client** (``kind: external``): any command line (e.g. the kernel-client qemu guest
 harness) started when the workload starts. Placeholders ``{address} {port} {share} {user}
-{password} {duration} {out} {t0}`` in its words are filled in, and the same values are in its
-environment as ``DRILL_ADDRESS`` ... ``DRILL_T0`` (``DRILL_T0``: the drill's t = 0 as a unix time).
+{password} {duration} {out} {t0} {config} {python}`` in its words are filled in, and the same values
+are in its environment as ``DRILL_ADDRESS`` ... ``DRILL_PYTHON`` (``DRILL_T0``: the drill's t = 0 as a
+unix time; ``{config}``: the cluster TOML in use, the isolated copy with ``--isolate``; ``{python}``:
+the runner's interpreter, e.g. for interop/linux-kernel/drill_client.py).
 Each stdout line that is a JSON object is an I/O record::
 
     {"op": "write", "start": 1732240000.12, "end": 1732240000.13, "status": "ok"}
@@ -25,6 +27,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 
 from .workload import Clock
@@ -34,7 +37,7 @@ class ExternalClient:
     def __init__(self, name: str, command: list[str], cwd: str, env: dict, values: dict, clock: Clock,
                  log_path: str):
         self.name, self.clock, self.log_path = name, clock, log_path
-        self.values = {k: str(v) for k, v in values.items()}
+        self.values = {"python": sys.executable, **{k: str(v) for k, v in values.items()}}
         self.command = [w.format(**self.values) if "{" in w else w for w in command]
         self.cwd = cwd
         self.env = {**os.environ, **{str(k): str(v) for k, v in env.items()},
@@ -177,10 +180,9 @@ class WitnessHook:
     def finish(self) -> None:
         self.stop.set()
         if self.client is not None:
-            try:
-                self.client.unregister()
-            except Exception:
-                pass
+            # closing the association ends the registration (our witness drops the
+            # registrations of a lost connection); an UnRegister would queue behind the pending
+            # AsyncNotify for up to its KeepAlive
             self.client.close()
         if self.thread:
             self.thread.join(10)

@@ -47,11 +47,13 @@ def compute(clients: dict[str, dict], ops: list[dict], events: list[dict], expec
         recs = c["records"]
         ends = success_ends(recs)
         all_gaps = gaps(ends)
-        tail = [(ends[-1], t_end)] if ends and t_end > ends[-1] else []
+        # a client that finished its workload (its final close succeeded) is not paused after it
+        c_end = max((r["end"] for r in recs if r.get("op") == "close" and r.get("ok")), default=t_end)
+        tail = [(ends[-1], c_end)] if ends and c_end > ends[-1] else []
         worst = max(all_gaps + tail, key=lambda g: g[1] - g[0], default=None)
         pauses = []
         for o, (lo, hi) in zip(ops, windows):
-            g = longest_gap(ends, lo, hi, t_end)
+            g = longest_gap(ends, lo, min(hi, c_end), c_end)
             first_after = next((e for e in ends if e > o["start"]), None)
             pauses.append({"op": o["op"], "op_start": o["start"], "op_end": o["end"],
                            "paused_from": g[0] if g else None, "paused_to": g[1] if g else None,
