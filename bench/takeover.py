@@ -28,7 +28,11 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 from smbnd.cluster.nodectl import NodeClient  # noqa: E402
-from smbnd.handlestore import HandleStore, OpenRecord  # noqa: E402
+from smbnd.cluster.model import socket_path  # noqa: E402
+from smbnd.handlestore import HandleStore  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from store_load import records  # noqa: E402  (the same 100k-open fixture as the store-load bench)
 
 TOML = """
 [cluster]
@@ -77,20 +81,7 @@ def _free(kind=socket.SOCK_STREAM, host="127.0.0.1") -> int:
 
 def fill(d: str, n: int) -> None:
     vol = os.path.join(d, "aggr1", "vol1")
-    recs = []
-    for i in range(1, n + 1):
-        rel = f"vms\\vm{i % 500}\\disk{i}.vhdx"
-        host = os.path.join(vol, *rel.split("\\"))
-        os.makedirs(os.path.dirname(host), exist_ok=True)
-        with open(host, "wb"):
-            pass
-        stt = os.stat(host)
-        recs.append(OpenRecord(persistent_id=(7 << 40) + i, share="vol1", path=rel, is_directory=False,
-                               create_guid=os.urandom(16), client_guid=os.urandom(16), user="demo", domain="smbnd",
-                               desired_access=0x12019F, share_access=7, create_options=0x40,
-                               durable_timeout_ms=300_000, oplock_level=0xFF, lease_key=os.urandom(16),
-                               lease_state=7, lease_epoch=1, lease_version=2, file_dev=stt.st_dev,
-                               file_ino=stt.st_ino, locks=[(0, 4096, True)] if i % 10 == 0 else []))
+    recs = records(vol, n)
     s = HandleStore(os.path.join(d, "aggr1", ".smbnd-state", "vol1@lif1.handles.sqlite"), volume=vol)
     s.put_many(recs)
     s.close()
@@ -119,7 +110,7 @@ def one(n: int, base: str | None) -> tuple[float, float, int, float]:
         p1 = start(d, cfg, "node1")
         p2 = start(d, cfg, "node2")
         try:
-            n2 = NodeClient(os.path.join(d, "cluster", "nodes", "node2.sock"))
+            n2 = NodeClient(socket_path(os.path.join(d, "cluster"), "node2"))
             pings: list[float] = []
             done = threading.Event()
 

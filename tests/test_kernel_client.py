@@ -47,19 +47,6 @@ def _fill(template: str, **values) -> str:
     return template
 
 
-@pytest.fixture(scope="module")
-def kernel_guest():
-    """Build (or reuse) the guest image; skip only if the prerequisites can't be had."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespace, tap device, qemu)")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun: cannot create the tap device for the guest")
-    import build
-    try:
-        return build.build()
-    except Exception as e:  # apt/qemu/kernel package unavailable
-        pytest.skip(f"cannot prepare the qemu guest (qemu-system-x86 / Debian kernel "
-                    f"package not installable?): {e}")
 
 
 def _run(server_cmd, optsets, workdir: Path, **kw):

@@ -30,17 +30,6 @@ SERVER_CMD = ("{python} -m smbnd serve --listen 0.0.0.0:{port} --share data={dat
               "--user demo:demo-Passw0rd --state-dir {state} --durable-timeout {window} --log-level INFO")
 
 
-@pytest.fixture(scope="module")
-def kernel_guest():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespace, tap device, qemu)")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun: cannot create the tap device for the guest")
-    import build
-    try:
-        return build.build()
-    except Exception as e:  # apt/qemu/kernel package unavailable
-        pytest.skip(f"cannot prepare the qemu guest: {e}")
 
 
 @pytest.mark.timeout(290)

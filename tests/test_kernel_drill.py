@@ -29,17 +29,6 @@ DRILL = REPO / "drills" / "kernel-unplanned-takeover.yaml"
 sys.path.insert(0, str(HARNESS))
 
 
-@pytest.fixture(scope="module")
-def kernel_guest():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, tap device, qemu)")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun: cannot create the tap device for the guest")
-    import build
-    try:
-        return build.build()
-    except Exception as e:  # apt/qemu/kernel package unavailable
-        pytest.skip(f"cannot prepare the qemu guest: {e}")
 
 
 @pytest.mark.timeout(420)

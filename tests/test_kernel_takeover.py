@@ -72,17 +72,6 @@ class NetnsCluster(Cluster):
         self.pids = set()
 
 
-@pytest.fixture(scope="module")
-def kernel_guest():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, tap device, qemu)")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun: cannot create the tap device for the guest")
-    import build
-    try:
-        return build.build()
-    except Exception as e:  # apt/qemu/kernel package unavailable
-        pytest.skip(f"cannot prepare the qemu guest: {e}")
 
 
 def _wait_reclaimed(c: Cluster, node: str, t_kill: float, out: dict, key: str, timeout: float = 60.0) -> None:
