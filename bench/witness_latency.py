@@ -26,10 +26,8 @@ import argparse
 import json
 import os
 import statistics
-import struct
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -38,66 +36,14 @@ from test_cluster_ops import Cluster  # noqa: E402
 from test_witness_failover import Watcher, wait_witnesses  # noqa: E402
 
 from smbnd.drill import verdict  # noqa: E402
-from smbnd.drill.workload import (DH2_PERSISTENT, RECLAIM_RETRY, RECONNECT_STATUSES, R, H, W,  # noqa: E402
-                                  Clock, CreateDisposition, SMBResponseException, SmbChannel, WriterVerifier)
+from smbnd.drill.workload import Clock, WriterVerifier  # noqa: E402
 from witness import ndr as n  # noqa: E402
 
 TARGET_MS = 100.0
 
 
-class KickWriter(WriterVerifier):
-    """WriterVerifier whose reconnect backoff a witness notification can cut short (``kick``)."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.kick = threading.Event()
-
-    def _reconnect(self, reason: str) -> bool:
-        """As WriterVerifier._reconnect (MS-SMB2 3.2.4.4: DH2C with FileId and CreateGuid), but the
-        backoff wait ends early on a kick; a pending witness move is applied before each try."""
-        start = self.clock.now()
-        if self.chan:
-            self.chan.drop()
-            self.chan = None
-        delay, tries, last = 0.05, 0, ""
-        deadline = time.monotonic() + self.reconnect_timeout
-        while time.monotonic() < deadline and tries < 10_000:
-            tries += 1
-            self.kick.clear()
-            with self._lock:
-                if self._move_to:
-                    self.address, self._move_to = self._move_to, None
-            chan = None
-            try:
-                chan = SmbChannel(self.address, self.port, self.unc_host, self.share, self.user, self.password,
-                                  self.client_guid, min(self.io_timeout, 10.0))
-                dh2c = self.file_id + self.create_guid + struct.pack("<I", DH2_PERSISTENT)
-                lease = struct.pack("<16sIIQ16sHH", self.lease_key, R | W | H, 0, 0, bytes(16), 0, 0)
-                self.open, _ctx = chan.create(self.file, [(b"DH2C", dh2c), (b"RqLs", lease)],
-                                              CreateDisposition.FILE_OPEN, 0)
-                chan.timeout = self.io_timeout
-                self.chan = chan
-                self._record("reconnect", start, 0, reason=reason, tries=tries,
-                             reclaimed=self.open.file_id[:8] == self.file_id[:8], address=self.address)
-                self.file_id = self.open.file_id
-                return True
-            except SMBResponseException as e:
-                last = f"0x{e.status:08X}"
-                if e.status not in RECLAIM_RETRY and e.status not in RECONNECT_STATUSES:
-                    if chan:
-                        chan.close()
-                    self.handle_lost = True
-                    self._record("reconnect", start, e.status, reason=reason, tries=tries, reclaimed=False)
-                    return False
-            except Exception as e:  # noqa: BLE001 - refused / reset while the LIF moves
-                last = type(e).__name__
-            if chan:
-                chan.drop()
-            self.kick.wait(delay)
-            delay = min(delay * 2, 0.5)
-        self.handle_lost = True
-        self._record("reconnect", start, "RECONNECT_TIMEOUT", reason=reason, tries=tries, reclaimed=False, last=last)
-        return False
+# the drill writer's reconnect backoff ends early on ``kick`` (set by move_to and by follow below)
+KickWriter = WriterVerifier
 
 
 def follow(watcher: Watcher, writer: KickWriter) -> None:
@@ -105,7 +51,6 @@ def follow(watcher: Watcher, writer: KickWriter) -> None:
     def on_note(note) -> None:
         if note.kind == "client-move" and note.online_addresses():
             writer.move_to(note.online_addresses()[0])
-            writer.kick.set()
         elif note.kind == "resource-change" and any(t == n.RESOURCE_STATE_AVAILABLE for _a, t in note.resources):
             writer.kick.set()
     watcher.client.on("*", on_note)

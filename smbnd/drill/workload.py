@@ -166,6 +166,7 @@ class WriterVerifier:
         self._move_to: str | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.kick = threading.Event()   # a witness notification cuts the reconnect backoff short
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "WriterVerifier":
@@ -189,6 +190,7 @@ class WriterVerifier:
             return
         with self._lock:
             self._move_to = address
+        self.kick.set()
 
     def _record(self, op: str, start: float, status: int | str, **kw) -> dict:
         rec = {"client": self.name, "op": op, "start": round(start, 4), "end": round(self.clock.now(), 4),
@@ -279,6 +281,10 @@ class WriterVerifier:
         deadline = time.monotonic() + self.reconnect_timeout
         while time.monotonic() < deadline and tries < 10_000:
             tries += 1
+            self.kick.clear()
+            with self._lock:            # a witness move that came in during the backoff applies now
+                if self._move_to:
+                    self.address, self._move_to = self._move_to, None
             chan = None
             try:
                 chan = SmbChannel(self.address, self.port, self.unc_host, self.share, self.user, self.password,
@@ -307,7 +313,7 @@ class WriterVerifier:
                 last = type(e).__name__
             if chan:
                 chan.drop()
-            time.sleep(delay)
+            self.kick.wait(delay)
             delay = min(delay * 2, 0.5)
         self.handle_lost = True
         self._record("reconnect", start, "RECONNECT_TIMEOUT", reason=reason, tries=tries, reclaimed=False,
